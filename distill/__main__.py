@@ -1,0 +1,29 @@
+"""`python -m distill`: the Hydra entry point. It converts the composed config to typed dataclasses at once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from distill.config import from_dict
+from distill.errors import run_cli
+from distill.run import RunConfig, run
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+
+    def job() -> None:
+        config = from_dict(RunConfig, OmegaConf.to_container(cfg, resolve=True))
+        run(config, out_dir)
+
+    run_cli(job, cleanup=lambda: shutil.rmtree(out_dir, ignore_errors=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Loss terms: pure functions over named student and teacher features.
+
+Every term has the signature `fn(student, teacher, *, mask, **params) -> Tensor` and is
+registered once under its name; a recipe is a list of (name, weight, params).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from distill.errors import fail
+from distill.models import Features
+
+LossFn = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A registered loss term and which optional features it reads."""
+
+    fn: LossFn
+    needs_teacher: bool = True
+    needs_hidden: bool = False
+    needs_attentions: bool = False
+
+
+LOSSES: dict[str, LossSpec] = {}
+
+
+def register(name: str, *, needs_teacher: bool = True, needs_hidden: bool = False, needs_attentions: bool = False):
+    """Register a loss term under `name`; a second registration of the same name is refused."""
+
+    def wrap(fn: LossFn) -> LossFn:
+        if name in LOSSES:
+            raise ValueError(f"loss term '{name}' is already registered")
+        LOSSES[name] = LossSpec(fn, needs_teacher, needs_hidden, needs_attentions)
+        return fn
+
+    return wrap
+
+
+def soft_targets(student_logits: Tensor, teacher_logits: Tensor, temperature: float, *, scale_by_t2: bool = True) -> Tensor:
+    """Hinton's KL(teacher_T || student_T), averaged over the batch, times T² so gradients keep their size across T."""
+    log_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+    return kl * temperature**2 if scale_by_t2 else kl
+
+
+@register("kd")
+def kd_loss(student: Features, teacher: Features, *, mask: Tensor | None = None, temperature: float = 1.0,
+            scale_by_t2: bool = True) -> Tensor:
+    return soft_targets(student.logits, teacher.logits, temperature, scale_by_t2=scale_by_t2)
+
+
+@register("hard", needs_teacher=False)
+def hard_loss(student: Features, teacher: Features | None, *, mask: Tensor | None = None) -> Tensor:
+    """Cross-entropy with the gold labels, or MSE for a one-output regression head."""
+    if student.labels is None:
+        raise fail("the hard-label loss needs labels", "give a labelled training set or set the hard-label weight to 0")
+    if student.logits.shape[-1] == 1:
+        return F.mse_loss(student.logits.squeeze(-1), student.labels.float())
+    return F.cross_entropy(student.logits, student.labels)
+
+
+@register("logit_mse")
+def logit_mse_loss(student: Features, teacher: Features, *, mask: Tensor | None = None) -> Tensor:
+    """MSE between logits: the alternative to KL, and how regression tasks distil."""
+    return F.mse_loss(student.logits, teacher.logits)
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    weight: float
+    params: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A weighted sum of registered terms; calling it returns (total, {term: value})."""
+
+    terms: tuple[Term, ...]
+    specs: tuple[LossSpec, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        unknown = [t.name for t in self.terms if t.name not in LOSSES]
+        if unknown:
+            raise fail(f"unknown loss term(s) {unknown}", f"use one of {sorted(LOSSES)}")
+        object.__setattr__(self, "specs", tuple(LOSSES[t.name] for t in self.terms if t.weight != 0))
+        object.__setattr__(self, "terms", tuple(t for t in self.terms if t.weight != 0))
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(s.needs_teacher for s in self.specs)
+
+    @property
+    def needs_hidden(self) -> bool:
+        return any(s.needs_hidden for s in self.specs)
+
+    @property
+    def needs_attentions(self) -> bool:
+        return any(s.needs_attentions for s in self.specs)
+
+    def __call__(self, student: Features, teacher: Features | None) -> tuple[Tensor, dict[str, float]]:
+        total = torch.zeros((), device=student.logits.device)
+        parts: dict[str, float] = {}
+        for term, spec in zip(self.terms, self.specs):
+            value = spec.fn(student, teacher, mask=student.attention_mask, **dict(term.params))
+            parts[term.name] = float(value.detach())
+            total = total + term.weight * value
+        return total, parts
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    """Hinton soft targets mixed with the hard labels: alpha*hard + (1-alpha)*soft.
+
+    `soft_loss` is "kd" (KL at temperature T) or "logit_mse"; regression tasks always use MSE.
+    """
+
+    temperature: float = 4.0
+    alpha: float = 0.5
+    scale_by_t2: bool = True
+    soft_loss: str = "kd"
+
+
+def kd_objective(config: KDConfig, *, regression: bool = False) -> Objective:
+    if not 0.0 <= config.alpha <= 1.0:
+        raise fail(f"kd.alpha={config.alpha} is outside [0, 1]", "alpha is the hard-label weight: pick a value in [0, 1]")
+    if config.temperature <= 0:
+        raise fail(f"kd.temperature={config.temperature} must be positive", "use a temperature such as 1, 2 or 4")
+    soft = "logit_mse" if regression else config.soft_loss
+    params = (("temperature", config.temperature), ("scale_by_t2", config.scale_by_t2)) if soft == "kd" else ()
+    return Objective((Term("hard", config.alpha), Term(soft, 1.0 - config.alpha, params)))
+
+
+def hard_objective() -> Objective:
+    """Plain supervised training: what teacher fine-tuning and the no-distillation baseline use."""
+    return Objective((Term("hard", 1.0),))

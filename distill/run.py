@@ -1,0 +1,170 @@
+"""The end-to-end distillation run: setup -> (teacher fine-tune) -> fit -> evaluate -> summary.
+
+Plain functions over typed configs; only distill/__main__.py knows about Hydra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoConfig, PreTrainedModel
+
+from distill.data import DataConfig, TaskData, encode, load_task, loader
+from distill.engine import TrainConfig, fit, predict_logits, seed_everything
+from distill.errors import AlembertError, fail
+from distill.losses import KDConfig, hard_objective, kd_objective
+from distill.metrics import task_metrics, teacher_agreement
+from distill.models import StudentConfig, Teacher, build_student, count_parameters, load_classifier, load_tokenizer, resolve_source, save_model
+from distill.report import latency_ms, save_table, size_on_disk_mb
+
+FINETUNE_MODES = ("auto", "always", "never")
+SUMMARY_COLUMNS = ["model", "layers", "accuracy", "agreement", "params", "non_embedding_params", "size_mb", "latency_ms", "train_s"]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Teacher fine-tuning: "auto" runs it when the teacher has no head trained for the task's labels."""
+
+    mode: str = "auto"
+    train: TrainConfig = TrainConfig(epochs=2, lr=5e-5)
+    cache_dir: str = "~/.cache/alembert/teachers"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    teacher: str = "minilm"
+    student: StudentConfig = StudentConfig()
+    data: DataConfig = DataConfig()
+    kd: KDConfig = KDConfig()
+    train: TrainConfig = TrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    baseline: bool = True
+    latency_seq_len: int = 64
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    dev: DataLoader | None
+    eval: DataLoader
+    eval_split: str
+
+
+@dataclass
+class Setup:
+    source: str
+    tokenizer: object
+    task: TaskData
+    loaders: Loaders
+    teacher_labels: tuple[str, ...] | None = field(default=None)
+
+
+def setup(config: RunConfig) -> Setup:
+    """Resolve the teacher, load and validate the data and tokenise it: every bad input fails here, before training."""
+    if config.finetune.mode not in FINETUNE_MODES:
+        raise fail(f"finetune.mode={config.finetune.mode} is unknown", f"use one of {', '.join(FINETUNE_MODES)}")
+    source = resolve_source(config.teacher)
+    tokenizer = load_tokenizer(source)
+    task = load_task(config.data)
+    trained_labels = _trained_label_names(source)
+    if trained_labels and task.label_names and set(trained_labels) == set(task.label_names) and trained_labels != task.label_names:
+        task = load_task(config.data, label_names=trained_labels)  # keep the trained head's label order
+    return Setup(source, tokenizer, task, make_loaders(task, tokenizer, config))
+
+
+def _trained_label_names(source: str) -> tuple[str, ...] | None:
+    config = AutoConfig.from_pretrained(source)
+    names = tuple(config.id2label[i] for i in range(config.num_labels)) if config.id2label else ()
+    return None if all(name.startswith("LABEL_") for name in names) else names
+
+
+def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
+    def build(split: str, shuffle: bool) -> DataLoader:
+        rows = encode(task.splits[split], tokenizer, config.data.max_length)
+        size = config.train.batch_size if shuffle else config.train.eval_batch_size
+        return loader(rows, tokenizer, batch_size=size, regression=task.regression, shuffle=shuffle, seed=config.train.seed)
+
+    eval_split = "test" if "test" in task.splits else "dev" if "dev" in task.splits else "train"
+    dev = build("dev", False) if "dev" in task.splits else None
+    return Loaders(train=build("train", True), dev=dev, eval=build(eval_split, False), eval_split=eval_split)
+
+
+def prepare_teacher(run: Setup, config: RunConfig) -> tuple[PreTrainedModel, str]:
+    """Load the teacher; fine-tune it on the task first when its head is untrained, caching the result."""
+    model, head_trained = load_classifier(run.source, run.task.label_names, regression=run.task.regression)
+    needs_finetune = config.finetune.mode == "always" or (config.finetune.mode == "auto" and not head_trained)
+    if not needs_finetune:
+        return model, run.source
+    cache = Path(config.finetune.cache_dir).expanduser() / _finetune_key(run, config)
+    if (cache / "config.json").is_file():
+        tqdm.write(f"reusing the fine-tuned teacher cached at {cache}")
+        try:
+            return load_classifier(str(cache), run.task.label_names, regression=run.task.regression)[0], str(cache)
+        except AlembertError:
+            raise fail(f"the cached teacher at {cache} is corrupt", f"delete {cache} and run again") from None
+    seed_everything(config.finetune.train.seed)
+    fit(model, run.loaders.train, run.loaders.dev, hard_objective(), config.finetune.train, desc="fine-tune teacher")
+    save_model(model, run.tokenizer, cache, extra={"finetuned_from": run.source})
+    return model, str(cache)
+
+
+def _finetune_key(run: Setup, config: RunConfig) -> str:
+    """Hash of everything that determines the fine-tuned teacher: source weights, data, labels and settings."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([run.source, asdict(config.finetune.train), config.data.max_length,
+                              run.task.label_names, run.task.task_type]).encode())
+    weights = Path(run.source) / "model.safetensors"
+    if weights.is_file():
+        digest.update(str(weights.stat().st_size).encode() + str(weights.stat().st_mtime_ns).encode())
+    for example in run.task.splits["train"]:
+        digest.update(f"{example.text}\t{example.text_pair}\t{example.label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def describe(name: str, model: PreTrainedModel, model_dir: Path | str, run: Setup, config: RunConfig, *,
+             teacher_logits=None, train_s: float = 0.0) -> dict:
+    """One summary row: metric on the eval split, closeness to the teacher, size and batch-1 latency."""
+    logits, labels = predict_logits(model, run.loaders.eval)
+    total, non_embedding = count_parameters(model)
+    row = {"model": name, "layers": model.config.num_hidden_layers, **task_metrics(logits, labels)}
+    if teacher_logits is not None:
+        row.update(teacher_agreement(logits, teacher_logits))
+    row.update(params=total, non_embedding_params=non_embedding, size_mb=size_on_disk_mb(model_dir),
+               latency_ms=latency_ms(model, seq_len=config.latency_seq_len), train_s=round(train_s, 1))
+    return row
+
+
+def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use_teacher: bool) -> tuple[PreTrainedModel, float]:
+    """Build the student and train it with KD (use_teacher) or on hard labels only (the baseline)."""
+    seed_everything(config.train.seed)
+    student = build_student(teacher_model, config.student)
+    objective = kd_objective(config.kd, regression=run.task.regression) if use_teacher else hard_objective()
+    start = time.perf_counter()
+    fit(student, run.loaders.train, run.loaders.dev, objective, config.train,
+        teacher=Teacher(teacher_model) if use_teacher else None, desc="distil" if use_teacher else "baseline")
+    return student, time.perf_counter() - start
+
+
+def run(config: RunConfig, out_dir: str | Path) -> list[dict]:
+    """The whole job; writes student/, (baseline/), summary.md and summary.json under `out_dir`."""
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    prepared = setup(config)
+    teacher_model, teacher_dir = prepare_teacher(prepared, config)
+    teacher_s = time.perf_counter() - start
+    teacher_logits, _ = predict_logits(teacher_model, prepared.loaders.eval)
+    rows = [describe("teacher", teacher_model, teacher_dir, prepared, config, teacher_logits=teacher_logits, train_s=teacher_s)]
+    variants = [("student (KD)", "student", True)] + ([("student (no KD)", "baseline", False)] if config.baseline else [])
+    for name, folder, use_teacher in variants:
+        student, seconds = distil(prepared, teacher_model, config, use_teacher=use_teacher)
+        save_model(student, prepared.tokenizer, out_dir / folder, extra={"distilled_from": teacher_dir} if use_teacher else None)
+        rows.append(describe(name, student, out_dir / folder, prepared, config, teacher_logits=teacher_logits, train_s=seconds))
+    table = save_table(rows, SUMMARY_COLUMNS, out_dir, "summary")
+    print(f"\nResults on the {prepared.loaders.eval_split} split ({out_dir}):\n{table}")
+    return rows

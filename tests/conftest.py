@@ -1,0 +1,74 @@
+"""Tiny models built from configs (a few layers, hidden 32), saved to tmp dirs with a tiny tokenizer: no downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (AutoModelForSequenceClassification, BertConfig, BertTokenizerFast, DistilBertConfig,
+                          ElectraConfig, RobertaConfig)
+
+from distill.demo import vocabulary
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub look-up fails at once instead of after network time-outs
+torch.set_num_threads(2)
+
+SST2_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+LABELS = ("negative", "positive")
+
+
+def tiny_tokenizer(directory: Path) -> BertTokenizerFast:
+    """A WordPiece tokenizer over the demo task's words plus single letters, so any text tokenises."""
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'") + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+    vocab = SPECIAL + vocabulary() + [c for c in letters if c not in vocabulary()]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+
+
+def tiny_config(family: str, vocab_size: int, layers: int = 4):
+    common = dict(vocab_size=vocab_size, num_labels=2, id2label=dict(enumerate(LABELS)),
+                  label2id={name: i for i, name in enumerate(LABELS)}, pad_token_id=0)
+    configs = {
+        "bert": lambda: BertConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                                   intermediate_size=64, max_position_embeddings=128, **common),
+        "roberta": lambda: RobertaConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                                         intermediate_size=64, max_position_embeddings=130, **common),
+        "distilbert": lambda: DistilBertConfig(dim=32, n_layers=layers, n_heads=4, hidden_dim=64,
+                                               max_position_embeddings=128, **common),
+        "electra": lambda: ElectraConfig(embedding_size=32, hidden_size=32, num_hidden_layers=layers,
+                                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=128, **common),
+    }
+    return configs[family]()
+
+
+FAMILIES = ("bert", "roberta", "distilbert", "electra")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """Factory: tiny_dir(family, layers=4) -> a saved random model directory with tokenizer and labels."""
+    cache: dict = {}
+
+    def make(family: str = "bert", layers: int = 4) -> Path:
+        if (family, layers) not in cache:
+            directory = tmp_path_factory.mktemp(f"tiny-{family}-{layers}")
+            tokenizer = tiny_tokenizer(directory / "tok")
+            torch.manual_seed(0)
+            model = AutoModelForSequenceClassification.from_config(tiny_config(family, len(tokenizer), layers))
+            model.save_pretrained(directory)
+            tokenizer.save_pretrained(directory)
+            cache[family, layers] = directory
+        return cache[family, layers]
+
+    return make
+
+
+@pytest.fixture
+def sst2_dir() -> Path:
+    if not (SST2_DIR / "train.tsv").is_file():
+        pytest.skip(f"SST-2 not found at {SST2_DIR} (it ships in ../shared beside the repository, on CI)")
+    return SST2_DIR
