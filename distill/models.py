@@ -30,12 +30,17 @@ LABEL_FILE = "label_map.json"
 
 @dataclass(frozen=True)
 class Features:
-    """What a forward pass gives the losses. Optional parts are None unless asked for."""
+    """What a forward pass gives the losses. Optional parts are None unless asked for.
+
+    hidden_states[0] is the embedding output and hidden_states[i] the output of layer i (1-based);
+    attentions[i] are layer i's post-softmax maps, (batch, heads, seq, seq).
+    """
 
     logits: Tensor
     attention_mask: Tensor
     hidden_states: tuple[Tensor, ...] | None = None
     attentions: tuple[Tensor, ...] | None = None
+    values: tuple[Tensor, ...] | None = None  # per layer (batch, heads, seq, head_dim), for MiniLM's value relation
     labels: Tensor | None = None
 
 
