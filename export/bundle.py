@@ -1,0 +1,240 @@
+"""Build a deployable bundle: the checked fp32 export, its checked variants, tokenizer, labels and manifest.json.
+
+Everything is written into a temporary directory that is renamed to the output only when every
+requested variant has passed its check, so a failed export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from tqdm.auto import tqdm
+
+from distill.data import DataConfig, load_task
+from distill.errors import AlembertError, atomic_dir, fail
+from distill.models import LABEL_FILE, load_model_dir, load_tokenizer, resolve_source
+from export import parity as checks
+from export.config import ExportConfig
+from export.measure import evaluate, ort_runner, ort_session, random_feed, time_runner, torch_runner
+from export.onnx import EXPORTER, OUTPUT_NAME, attention_shapes, export_onnx, model_input_names
+from export.variants import BASE, BASE_FILE, BuildContext, Candidate, resolve
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+EVAL_BATCH = 32
+
+
+@dataclass(frozen=True)
+class TaskFeeds:
+    """Task data encoded once: calibration batches (train), metric batches and labels (dev, else test)."""
+
+    calibration: tuple[dict[str, np.ndarray], ...]
+    metric_feeds: tuple[dict[str, np.ndarray], ...]
+    labels: np.ndarray
+    split: str
+    texts: tuple[str, ...]
+    label_note: str
+
+
+@dataclass(frozen=True)
+class Judge:
+    """Everything a candidate is checked against: PyTorch's logits, the tolerances and, with data, the fp32 metric."""
+
+    parity: checks.ParitySet
+    config: ExportConfig
+    task: TaskFeeds | None
+
+
+def default_out(model_dir: str | Path) -> Path:
+    """`<model>-onnx` beside the model directory, so the bundle never lands inside the model it came from."""
+    model_dir = Path(model_dir).expanduser().resolve()
+    return model_dir.parent / f"{model_dir.name}-onnx"
+
+
+def build_bundle(config: ExportConfig) -> Path:
+    """`python -m export`: load a saved model directory and export it."""
+    if not config.model:
+        raise fail("no model given", "run python -m export model=/path/to/saved/model")
+    model_dir = Path(config.model).expanduser()
+    if not model_dir.is_dir():
+        raise fail(f"model directory {model_dir} does not exist", "pass a directory saved by python -m distill, "
+                   "python -m compress or save_pretrained")
+    source = resolve_source(str(model_dir))
+    model, tokenizer = load_model_dir(source), load_tokenizer(source)
+    out = Path(config.out).expanduser() if config.out else default_out(model_dir)
+    return export_model(model, tokenizer, out, config, source=str(model_dir.resolve()))
+
+
+def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: str = "in-memory model") -> Path:
+    """Export an in-memory classifier (any pass result) with its tokenizer into the bundle `out`."""
+    variants = resolve(config.variants)
+    torch.set_num_threads(config.latency.threads)
+    model.eval()
+    labels = label_names(model)
+    task = load_task_feeds(config, tokenizer, labels, model) if config.data is not None else None
+    with atomic_dir(out) as work:
+        names = export_onnx(model, tokenizer, work / BASE_FILE, opset=config.opset)
+        texts = task.texts if task is not None else tuple(checks.fallback_texts(config.parity.samples))
+        judge = Judge(checks.build_parity_set(model, tokenizer, names, texts, config.parity), config, task)
+        entries = {BASE: accept(BASE, "fp32", iter([Candidate(work / BASE_FILE, (EXPORTER,))]), judge, None)}
+        heads, hidden = attention_shapes(model)
+        accepted = {BASE: work / BASE_FILE}
+        for variant in tqdm(variants, desc="export variants", unit="variant"):
+            if variant.needs_data and task is None:
+                entries[variant.name] = {"skipped": "needs task data for calibration: pass data=demo or data.task=files ..."}
+                continue
+            ctx = BuildContext(work, dict(accepted), heads, hidden, config, task.calibration if task else ())
+            candidates = variant.build(ctx, work / variant.filename)
+            entries[variant.name] = accept(variant.name, variant.precision, candidates, judge, entries[BASE])
+            accepted[variant.name] = work / variant.filename
+        add_latency(entries, accepted, model, names, config)
+        write_extras(work, model, tokenizer, source)
+        manifest = build_manifest(entries, names, model, config, judge, source)
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def accept(name: str, precision: str, candidates, judge: Judge, base_entry: dict | None) -> dict:
+    """Check candidates in order and return the manifest entry of the first that passes; fail if none does."""
+    rejected = []
+    for candidate in candidates:
+        entry, problem = check(precision, candidate, judge, base_entry)
+        if problem is None:
+            entry["notes"] = list(candidate.notes) + [f"rejected first: {r}" for r in rejected]
+            return entry
+        rejected.append(problem)
+    raise fail(f"export variant '{name}' failed its check: {'; then '.join(rejected) or 'no graph was produced'}",
+               "nothing was written; drop the variant (variants=[...]) or loosen tolerances.* if the difference is acceptable")
+
+
+def check(precision: str, candidate: Candidate, judge: Judge, base_entry: dict | None) -> tuple[dict, str | None]:
+    """Parity against PyTorch for every precision; int8 is also held to the task metric of fp32."""
+    tolerances = judge.config.tolerances
+    tolerance = {"fp32": tolerances.fp32, "fp16": tolerances.fp16, "int8": tolerances.int8_logits}[precision]
+    try:
+        diff = checks.max_abs_diff(candidate.path, judge.parity)
+    except AlembertError as err:
+        return {}, f"{candidate.notes[0] if candidate.notes else candidate.path.name}: {err}"
+    entry = {"file": candidate.path.name, "precision": precision, "size_mb": round(candidate.path.stat().st_size / 1e6, 3),
+             "opset": opset_of(candidate.path), "max_abs_diff": diff, "tolerance": tolerance,
+             "agreement": checks.argmax_agreement(candidate.path, judge.parity)}
+    if not diff <= tolerance:
+        return entry, f"max abs difference from PyTorch {diff:.3g} exceeds the {precision} tolerance {tolerance:g}"
+    if judge.task is not None:
+        runner = ort_runner(checks.session(candidate.path))
+        entry["metric_name"], metrics = evaluate(runner, judge.task.metric_feeds, judge.task.labels)
+        entry["metric"] = metrics[entry["metric_name"]]
+        if base_entry is not None:
+            entry["metric_drop"] = base_entry["metric"] - entry["metric"]
+            if precision == "int8" and entry["metric_drop"] > tolerances.int8_metric_drop:
+                return entry, (f"{entry['metric_name']} drops by {entry['metric_drop']:.4f} from fp32 "
+                               f"(allowed {tolerances.int8_metric_drop:g})")
+    return entry, None
+
+
+def opset_of(path: Path) -> int:
+    model = onnx.load(str(path), load_external_data=False)
+    return max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def label_names(model) -> tuple[str, ...]:
+    id2label = model.config.id2label or {}
+    return tuple(str(id2label[i]) for i in sorted(id2label, key=int))
+
+
+def load_task_feeds(config: ExportConfig, tokenizer, labels: tuple[str, ...], model) -> TaskFeeds:
+    """Load task data with the model's label order, and encode calibration and metric batches."""
+    task, note = _load_labelled(config.data, labels)
+    split = "dev" if "dev" in task.splits else "test" if "test" in task.splits else "train"
+    names = model_input_names(model, tokenizer)
+    max_length = min(config.max_length, config.data.max_length)
+
+    def batches(rows, size: int) -> tuple[dict[str, np.ndarray], ...]:
+        return tuple(checks.encode_feeds(tokenizer, [r.text for r in rows[i:i + size]], names, max_length)
+                     for i in range(0, len(rows), size))
+
+    metric_rows = task.splits[split][: config.metric_examples]
+    texts = tuple(r.text for r in task.splits[split][: config.parity.samples])
+    return TaskFeeds(calibration=batches(task.splits["train"][: config.calibration.samples], 8),
+                     metric_feeds=batches(metric_rows, EVAL_BATCH),
+                     labels=np.array([r.label for r in metric_rows], dtype=np.float32 if task.regression else np.int64),
+                     split=split, texts=texts + (" ".join(texts),), label_note=note)
+
+
+def _load_labelled(data: DataConfig, labels: tuple[str, ...]):
+    """Map the data's labels onto the model's classes: by name, or by index when the data uses 0..n-1."""
+    if data.task_type == "regression":
+        return load_task(data), "regression targets"
+    found = load_task(data).label_names
+    if set(found) <= set(labels):
+        return load_task(data, labels), "data labels matched to the model's label names"
+    if all(name.isdigit() and int(name) < len(labels) for name in found):
+        return load_task(data, tuple(str(i) for i in range(len(labels)))), \
+            f"numeric data labels taken as class indices ({', '.join(f'{i}={n}' for i, n in enumerate(labels))})"
+    raise fail(f"the data's labels {list(found)} match neither the model's labels {list(labels)} nor indices 0..{len(labels) - 1}",
+               "use task data with the labels the model was trained on")
+
+
+def add_latency(entries: dict, accepted: dict[str, Path], model, names: tuple[str, ...], config: ExportConfig) -> None:
+    """One latency figure per variant and for PyTorch, at the configured shape, measured in this run."""
+    settings = config.latency
+    feed = random_feed(names, settings.batch_size, settings.seq_len, int(model.config.vocab_size))
+    pytorch = time_runner(torch_runner(model), feed, runs=settings.runs, warmup=settings.warmup).p50_ms
+    for name, path in tqdm(accepted.items(), desc="latency", unit="variant"):
+        runner = ort_runner(ort_session(path, settings.threads))
+        entries[name]["latency_ms"] = time_runner(runner, feed, runs=settings.runs, warmup=settings.warmup).p50_ms
+        entries[name]["speedup_vs_pytorch"] = pytorch / entries[name]["latency_ms"]
+    entries["pytorch"] = {"latency_ms": pytorch}
+
+
+def write_extras(work: Path, model, tokenizer, source: str) -> None:
+    """Tokenizer files and the label map; the torch-free runtime needs tokenizer.json (a fast tokenizer)."""
+    tokenizer.save_pretrained(work)
+    if not (work / "tokenizer.json").is_file():
+        raise fail(f"the tokenizer of {source} has no tokenizer.json (it is not a fast tokenizer)",
+                   "the torch-free runtime needs one: load it with AutoTokenizer(use_fast=True) and re-save the model")
+    original = Path(source) / LABEL_FILE
+    if original.is_file():
+        shutil.copyfile(original, work / LABEL_FILE)
+    else:
+        label_map = {"id2label": {str(k): v for k, v in model.config.id2label.items()},
+                     "problem_type": model.config.problem_type}
+        (work / LABEL_FILE).write_text(json.dumps(label_map, indent=2) + "\n")
+
+
+def build_manifest(entries: dict, names: tuple[str, ...], model, config: ExportConfig, judge: Judge, source: str) -> dict:
+    pytorch = entries.pop("pytorch")
+    task = judge.task
+    if task is not None:
+        runner = torch_runner(model)
+        pytorch["metric_name"], metrics = evaluate(runner, task.metric_feeds, task.labels)
+        pytorch["metric"] = metrics[pytorch["metric_name"]]
+    accepted = [name for name, entry in entries.items() if "skipped" not in entry]
+    return {
+        "format": FORMAT_VERSION,
+        "source_model": source,
+        "model_type": model.config.model_type,
+        "exporter": EXPORTER,
+        "opset": config.opset,
+        "inputs": list(names),
+        "output": OUTPUT_NAME,
+        "labels": list(label_names(model)),
+        "problem_type": model.config.problem_type or ("regression" if model.config.num_labels == 1 else "single_label_classification"),
+        "max_length": config.max_length,
+        "truncation": f"texts longer than {config.max_length} tokens are cut at the end (right truncation)",
+        "default_variant": "optimized" if "optimized" in accepted else BASE,
+        "parity": {"batch_shapes": judge.parity.shapes, "tolerances": dataclasses.asdict(config.tolerances)},
+        "data": None if task is None else {"metric_split": task.split, "metric_examples": int(len(task.labels)),
+                                            "labels": task.label_note},
+        "latency_shape": {"batch_size": config.latency.batch_size, "seq_len": config.latency.seq_len,
+                          "threads": config.latency.threads},
+        "pytorch": pytorch,
+        "variants": {name: ({"file": BASE_FILE} | entry if name == BASE else entry) for name, entry in entries.items()},
+    }

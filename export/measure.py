@@ -1,0 +1,86 @@
+"""Latency and task-metric measurements shared by the bundle manifest and `python -m export.bench`."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from distill.metrics import primary_metric, task_metrics
+
+Feed = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Timing:
+    p50_ms: float
+    p90_ms: float
+    batch_size: int
+
+    @property
+    def throughput(self) -> float:
+        """Examples per second at the median latency."""
+        return self.batch_size / (self.p50_ms / 1000)
+
+
+def random_feed(names: Sequence[str], batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> Feed:
+    """Random token ids with a full attention mask: latency depends on shape, not on which tokens."""
+    rng = np.random.default_rng(seed)
+    feed = {"input_ids": rng.integers(5, vocab_size, (batch_size, seq_len), dtype=np.int64),
+            "attention_mask": np.ones((batch_size, seq_len), dtype=np.int64),
+            "token_type_ids": np.zeros((batch_size, seq_len), dtype=np.int64)}
+    return {name: feed[name] for name in names}
+
+
+def ort_session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(session: ort.InferenceSession) -> Callable[[Feed], object]:
+    return lambda feed: session.run(None, feed)
+
+
+def torch_runner(model: torch.nn.Module) -> Callable[[Feed], object]:
+    model.eval()
+
+    def run(feed: Feed) -> object:
+        with torch.inference_mode():
+            return model(**{name: torch.from_numpy(array) for name, array in feed.items()}).logits
+
+    return run
+
+
+def time_runner(run: Callable[[Feed], object], feed: Feed, *, runs: int, warmup: int) -> Timing:
+    for _ in range(warmup):
+        run(feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(feed)
+        times.append((time.perf_counter() - start) * 1000)
+    quantiles = statistics.quantiles(times, n=10) if len(times) > 1 else times * 9
+    return Timing(p50_ms=statistics.median(times), p90_ms=quantiles[8], batch_size=len(feed["input_ids"]))
+
+
+def evaluate(run: Callable[[Feed], object], feeds: Sequence[Feed], labels: np.ndarray) -> tuple[str, dict[str, float]]:
+    """Task metrics of any runner (ORT or PyTorch) on pre-encoded batches, and the name of the primary one."""
+    outputs = [np.asarray(_logits(run(feed)), dtype=np.float32) for feed in feeds]
+    logits = torch.from_numpy(np.concatenate(outputs))
+    metrics = task_metrics(logits, torch.from_numpy(labels))
+    return primary_metric(metrics), metrics
+
+
+def _logits(output) -> np.ndarray:
+    if isinstance(output, torch.Tensor):
+        return output.float().numpy()
+    return output[0]
