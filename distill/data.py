@@ -200,7 +200,8 @@ def encode(examples: list[Example], tokenizer, max_length: int) -> list[dict]:
     pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
     encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-    return [{**{k: encoded[k][i] for k in keys}, "labels": e.label} for i, e in enumerate(examples)]
+    # "index" lets a teacher-logit cache look rows up after shuffling.
+    return [{**{k: encoded[k][i] for k in keys}, "labels": e.label, "index": i} for i, e in enumerate(examples)]
 
 
 def make_collate(pad_token_id: int, regression: bool):
@@ -214,6 +215,7 @@ def make_collate(pad_token_id: int, regression: bool):
             if key in rows[0]:
                 batch[key] = torch.tensor([r[key] + [pad] * (width - len(r[key])) for r in rows], dtype=torch.long)
         batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=label_dtype)
+        batch["index"] = torch.tensor([r["index"] for r in rows], dtype=torch.long)
         return batch
 
     return collate

@@ -21,7 +21,7 @@ from transformers import get_linear_schedule_with_warmup
 from distill.errors import fail
 from distill.losses import Objective
 from distill.metrics import primary_metric, task_metrics
-from distill.models import Teacher, forward_features
+from distill.models import CachedTeacher, Teacher, forward_features
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     seed: int = 42
+    cache_teacher: bool = True  # compute teacher logits once and reuse them every epoch
 
 
 @dataclass
@@ -52,12 +53,14 @@ def seed_everything(seed: int) -> None:
 
 
 def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: Objective, config: TrainConfig, *,
-        teacher: Teacher | None = None, desc: str = "train") -> History:
+        teacher: Teacher | CachedTeacher | None = None, desc: str = "train") -> History:
     """Train `model` in place; at the end it holds the weights of its best dev epoch."""
     if objective.needs_teacher and teacher is None:
         raise fail("the objective has soft-target terms but no teacher was given", "pass a teacher or use hard labels only")
     if len(train) == 0:
         raise fail("the training set has no batches", "give a non-empty training set")
+    if teacher is not None and config.cache_teacher and not (objective.needs_hidden or objective.needs_attentions):
+        teacher = CachedTeacher.build(teacher, train)
     seed_everything(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.epochs * len(train)
@@ -96,7 +99,7 @@ def _train_epoch(model, train, objective, teacher, optimizer, scheduler, config,
         scheduler.step()
         for name, value in {"loss": float(loss.detach()), **parts}.items():
             sums[name] = sums.get(name, 0.0) + value
-        progress.set_postfix(loss=f"{float(loss):.4f}")
+        progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
     return {name: total / len(train) for name, total in sums.items()}
 
 

@@ -26,6 +26,7 @@ SUPPORTED_FAMILIES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta",
 FFN_KEY = {"distilbert": "hidden_dim"}
 LAYER_KEY = re.compile(r"^(?P<prefix>.*\.layer\.)(?P<index>\d+)(?P<rest>\..*)$")
 LABEL_FILE = "label_map.json"
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -135,12 +136,40 @@ class Teacher:
         return forward_features(self.model, batch, hidden=hidden, attentions=attentions)
 
 
+class CachedTeacher:
+    """Teacher logits computed once over a dataset and looked up by each row's "index".
+
+    Valid only when the transfer set does not change between epochs (no augmentation) and the
+    objective reads logits alone; then every epoch after the first costs no teacher forward.
+    """
+
+    def __init__(self, logits: Tensor):
+        self.logits = logits
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, teacher: Teacher, data) -> CachedTeacher:
+        chunks, indices = [], []
+        for batch in data:
+            chunks.append(teacher.features(batch).logits)
+            indices.append(batch["index"])
+        index = torch.cat(indices)
+        logits = torch.empty((int(index.max()) + 1, chunks[0].shape[-1]), dtype=chunks[0].dtype)
+        logits[index] = torch.cat(chunks)
+        return cls(logits)
+
+    def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False) -> Features:
+        if hidden or attentions:
+            raise fail("the teacher-logit cache holds logits only", "disable the cache for objectives with hidden or attention terms")
+        return Features(logits=self.logits[batch["index"]], attention_mask=batch["attention_mask"], labels=batch.get("labels"))
+
+
 def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool = False,
                      attentions: bool = False) -> Features:
     """Run the model on a collated batch and package what the losses may need."""
     if attentions and getattr(model.config, "_attn_implementation", "eager") != "eager":
         model.set_attn_implementation("eager")  # sdpa gives no attention maps
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    inputs = {key: value for key, value in batch.items() if key in MODEL_INPUTS}
     output = model(**inputs, output_hidden_states=hidden, output_attentions=attentions)
     return Features(
         logits=output.logits,

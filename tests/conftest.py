@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # before anything imports tqdm: it reads the variable once
 from pathlib import Path
 
 import pytest
