@@ -1,0 +1,128 @@
+"""The BERT/RoBERTa -> ALBERT converter that layer sharing and embedding factorization both build on.
+
+A BERT layer maps one-to-one onto an ALBERT layer (see LAYER_MAP). With one group per layer,
+embedding_size == hidden_size and `embedding_hidden_mapping_in` set to the identity, the converted
+model computes exactly what the original computed. RoBERTa numbers positions from padding_idx + 1:
+the converter drops the unused leading rows of the position table, which is exact for right-padded
+inputs (what the tokenizers produce). Its classification head (dense, tanh, out_proj) becomes ALBERT's
+pooler and classifier.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+from transformers import AlbertConfig, AlbertForSequenceClassification
+
+from compress.families import ALBERT_SOURCES, HISTORY_KEY, ROBERTA_LIKE, family, require_family
+from distill.errors import fail
+
+SUPPORTED = ALBERT_SOURCES + ("albert",)
+LAYER_MAP = {  # BERT key inside encoder.layer[i]  ->  ALBERT key inside albert_layers[0]
+    "attention.self.query": "attention.query",
+    "attention.self.key": "attention.key",
+    "attention.self.value": "attention.value",
+    "attention.output.dense": "attention.dense",
+    "attention.output.LayerNorm": "attention.LayerNorm",
+    "intermediate.dense": "ffn",
+    "output.dense": "ffn_output",
+    "output.LayerNorm": "full_layer_layer_norm",
+}
+GROUP_PREFIX = "albert.encoder.albert_layer_groups.{group}.albert_layers.0."
+INIT_MODES = ("mean", "first")
+
+
+def group_of(layer: int, layers: int, groups: int) -> int:
+    """ALBERT's own rule (AlbertTransformer.forward): contiguous blocks of layers share a group."""
+    return int(layer / (layers / groups))
+
+
+def _albert_config(source, groups: int) -> AlbertConfig:
+    cfg = source
+    if cfg.model_type == "albert":
+        config = copy.deepcopy(cfg)
+        config.num_hidden_groups = groups
+    else:
+        offset = cfg.pad_token_id + 1 if cfg.model_type in ROBERTA_LIKE else 0
+        config = AlbertConfig(
+            vocab_size=cfg.vocab_size, embedding_size=cfg.hidden_size, hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_hidden_layers, num_hidden_groups=groups, inner_group_num=1,
+            num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
+            hidden_act=cfg.hidden_act, hidden_dropout_prob=cfg.hidden_dropout_prob,
+            attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
+            max_position_embeddings=cfg.max_position_embeddings - offset, type_vocab_size=cfg.type_vocab_size,
+            initializer_range=cfg.initializer_range, layer_norm_eps=cfg.layer_norm_eps,
+            classifier_dropout_prob=getattr(cfg, "classifier_dropout", None) or cfg.hidden_dropout_prob,
+            pad_token_id=cfg.pad_token_id, bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
+            num_labels=cfg.num_labels, id2label=cfg.id2label, label2id=cfg.label2id, problem_type=cfg.problem_type,
+        )
+        setattr(config, HISTORY_KEY, list(getattr(cfg, HISTORY_KEY, None) or []))
+    return config
+
+
+def layer_states(model: nn.Module) -> list[dict[str, Tensor]]:
+    """Each layer's weights under ALBERT's in-layer names (an ALBERT model's shared groups are repeated)."""
+    if family(model) == "albert":
+        cfg = model.config
+        if cfg.inner_group_num != 1:
+            raise fail(f"an ALBERT model with inner_group_num={cfg.inner_group_num} cannot be regrouped",
+                       "only models with one layer per group (what alembert writes) are supported")
+        groups = model.albert.encoder.albert_layer_groups
+        return [groups[group_of(i, cfg.num_hidden_layers, cfg.num_hidden_groups)].albert_layers[0].state_dict()
+                for i in range(cfg.num_hidden_layers)]
+    states = []
+    for layer in model.base_model.encoder.layer:
+        source = layer.state_dict()
+        states.append({f"{LAYER_MAP[key.rsplit('.', 1)[0]]}.{key.rsplit('.', 1)[1]}": value for key, value in source.items()})
+    return states
+
+
+def outer_state(model: nn.Module) -> dict[str, Tensor]:
+    """Embeddings, embedding->hidden mapping, pooler and classifier under ALBERT's names."""
+    state = model.state_dict()
+    if family(model) == "albert":
+        return {k: v for k, v in state.items() if not k.startswith("albert.encoder.albert_layer_groups.")}
+    prefix = model.base_model_prefix
+    hidden = model.config.hidden_size
+    offset = model.config.pad_token_id + 1 if family(model) in ROBERTA_LIKE else 0
+    out = {f"albert.embeddings.{name}": state[f"{prefix}.embeddings.{name}"]
+           for name in ("word_embeddings.weight", "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias")}
+    out["albert.embeddings.position_embeddings.weight"] = state[f"{prefix}.embeddings.position_embeddings.weight"][offset:]
+    out["albert.encoder.embedding_hidden_mapping_in.weight"] = torch.eye(hidden)
+    out["albert.encoder.embedding_hidden_mapping_in.bias"] = torch.zeros(hidden)
+    if family(model) in ROBERTA_LIKE:
+        head = {"albert.pooler": "classifier.dense", "classifier": "classifier.out_proj"}
+    else:
+        head = {"albert.pooler": f"{prefix}.pooler.dense", "classifier": "classifier"}
+    for target, source in head.items():
+        for kind in ("weight", "bias"):
+            out[f"{target}.{kind}"] = state[f"{source}.{kind}"]
+    return out
+
+
+def to_albert(model: nn.Module, groups: int, init: str = "mean") -> AlbertForSequenceClassification:
+    """Convert (or regroup) `model` into an ALBERT classifier whose layers share weights in `groups` groups.
+
+    init=mean starts each group from the average of its layers' weights; init=first from its first layer.
+    """
+    require_family(model, SUPPORTED, "ALBERT conversion (share_layers / factorize_embeddings)")
+    if init not in INIT_MODES:
+        raise fail(f"share_layers.init={init} is unknown", f"use one of {', '.join(INIT_MODES)}")
+    layers = model.config.num_hidden_layers
+    if not 1 <= groups <= layers:
+        raise fail(f"share_layers.groups={groups} must be between 1 and the model's {layers} layers", f"pick 1..{layers}")
+    config = _albert_config(model.config, groups)
+    target = AlbertForSequenceClassification(config).eval()
+    if hasattr(model.config, "_attn_implementation"):
+        target.set_attn_implementation(model.config._attn_implementation)
+    state = outer_state(model)
+    per_layer = layer_states(model)
+    for group in range(groups):
+        members = [per_layer[i] for i in range(layers) if group_of(i, layers, groups) == group]
+        chosen = members[:1] if init == "first" else members
+        for key in members[0]:
+            state[GROUP_PREFIX.format(group=group) + key] = torch.stack([m[key] for m in chosen]).mean(dim=0)
+    target.load_state_dict(state, strict=True)
+    return target

@@ -1,0 +1,76 @@
+"""What each pass needs to know about a model: its family, where its layers live, and its state.
+
+Only this module (and the ALBERT converter) knows the module layout of each family.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from distill.errors import fail
+
+# Families whose layers are `encoder.layer[i]` with `attention.self.{query,key,value}`,
+# `attention.output.dense`, `intermediate.dense` and `output.dense`.
+BERT_LIKE = ("bert", "roberta", "xlm-roberta", "electra")
+# Families the ALBERT converter maps exactly (their classifier heads have an ALBERT equivalent).
+ALBERT_SOURCES = ("bert", "roberta", "xlm-roberta")
+ROBERTA_LIKE = ("roberta", "xlm-roberta")
+# Where the list of layers lives, and the config key that counts them.
+LAYER_LISTS = {
+    **{family: ("encoder.layer", "num_hidden_layers") for family in BERT_LIKE},
+    "distilbert": ("transformer.layer", "n_layers"),
+}
+HISTORY_KEY = "alembert_compression"  # pass records kept in config.json, read back by compress.io
+
+
+def family(model: nn.Module) -> str:
+    return getattr(model.config, "model_type", type(model).__name__)
+
+
+def require_family(model: nn.Module, supported: tuple[str, ...], what: str) -> str:
+    name = family(model)
+    if name not in supported:
+        raise fail(f"{what} does not support the '{name}' model family", f"it supports: {', '.join(supported)}")
+    return name
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return any("quantized" in type(module).__module__ for module in model.modules())
+
+
+def float_dtype(model: nn.Module):
+    parameters = [p for p in model.parameters() if p.is_floating_point()]
+    return parameters[0].dtype if parameters else None
+
+
+def require_float32(model: nn.Module, what: str) -> None:
+    """Passes that edit weights need full-precision float weights: refuse int8 or half models clearly."""
+    if is_quantized(model):
+        raise fail(f"{what} cannot run on a model that is already int8-quantized",
+                   "put quantize_dynamic last in the pass list")
+    dtype = float_dtype(model)
+    if dtype is not None and dtype != __import__("torch").float32:
+        raise fail(f"{what} needs float32 weights but the model is {dtype}", "put the cast pass last in the pass list")
+
+
+def layer_list(model: nn.Module, what: str) -> nn.ModuleList:
+    name = require_family(model, tuple(LAYER_LISTS), what)
+    path, _ = LAYER_LISTS[name]
+    return model.base_model.get_submodule(path)
+
+
+def set_layer_count(model: nn.Module, count: int) -> None:
+    _, key = LAYER_LISTS[family(model)]
+    setattr(model.config, key, count)
+
+
+def record(model: nn.Module, entry: dict) -> None:
+    """Append what a pass did to config.alembert_compression, so the saved config.json tells the story."""
+    history = list(getattr(model.config, HISTORY_KEY, None) or [])
+    history.append(entry)
+    setattr(model.config, HISTORY_KEY, history)
+
+
+def check_ratio(value: float, key: str) -> None:
+    if not 0.0 <= value < 1.0:
+        raise fail(f"{key}={value} is outside [0, 1)", f"set {key} to the fraction to remove, e.g. 0.25 (1 would remove everything)")

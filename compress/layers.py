@@ -1,0 +1,70 @@
+"""Layer dropping: keep a subset of the encoder layers and update the config to match."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from compress.families import LAYER_LISTS, layer_list, record, require_float32, set_layer_count
+from compress.registry import register_pass
+from distill.errors import fail
+
+
+@dataclass(frozen=True)
+class DropLayersConfig:
+    """Which layers to remove: the top `count` (nearest the output), every other one, or an explicit list.
+
+    strategy: top | alternate | explicit. `alternate` drops layers 1, 3, 5, ... (keeping the first).
+    """
+
+    strategy: str = "top"
+    count: int = 1
+    layers: tuple[int, ...] = ()
+
+
+def _top(total: int, config: DropLayersConfig) -> list[int]:
+    if not 0 <= config.count < total:
+        raise fail(f"drop_layers.count={config.count} must be between 0 and {total - 1} for a {total}-layer model",
+                   "keep at least one layer")
+    return list(range(total - config.count, total))
+
+
+def _alternate(total: int, config: DropLayersConfig) -> list[int]:
+    return list(range(1, total, 2))
+
+
+def _explicit(total: int, config: DropLayersConfig) -> list[int]:
+    bad = [i for i in config.layers if not 0 <= i < total]
+    if bad:
+        raise fail(f"drop_layers.layers names {bad} but the model has layers 0..{total - 1}", f"pick layers between 0 and {total - 1}")
+    if len(set(config.layers)) >= total:
+        raise fail(f"drop_layers.layers would remove all {total} layers", "keep at least one layer")
+    return sorted(set(config.layers))
+
+
+STRATEGIES = {"top": _top, "alternate": _alternate, "explicit": _explicit}
+
+
+def layers_to_drop(total: int, config: DropLayersConfig) -> list[int]:
+    if config.strategy not in STRATEGIES:
+        raise fail(f"drop_layers.strategy={config.strategy} is unknown", f"use one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[config.strategy](total, config)
+
+
+@register_pass("drop_layers", DropLayersConfig)
+def drop_layers(model: nn.Module, config: DropLayersConfig, *, batches=None) -> nn.Module:
+    require_float32(model, "drop_layers")
+    layers = layer_list(model, "drop_layers")
+    dropped = set(layers_to_drop(len(layers), config))
+    kept = [layer for i, layer in enumerate(layers) if i not in dropped]
+    for index, layer in enumerate(kept):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = index  # keeps cache indexing consistent with the new positions
+    path, _ = LAYER_LISTS[model.config.model_type]
+    parent_path, _, attribute = path.rpartition(".")
+    setattr(model.base_model.get_submodule(parent_path), attribute, nn.ModuleList(kept))
+    set_layer_count(model, len(kept))
+    record(model, {"pass": "drop_layers", "dropped": sorted(dropped), "layers": len(kept)})
+    return model

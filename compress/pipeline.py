@@ -1,0 +1,141 @@
+"""Run a list of passes, measuring after each one, with optional recovery distillation.
+
+Recovery distils the compressed model against the model from before compression (the teacher),
+through distill's own engine and KD objective. It runs after any step marked `recover`, and, with
+`recovery.at_end`, once more before the trailing precision passes (quantize_dynamic, cast), since an
+int8 or half model cannot be trained.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from compress.io import load_compressed, save_compressed
+from compress.quantize import CastConfig, QuantizeDynamicConfig
+from compress.registry import apply, name_of
+from compress.report import COLUMNS, logits_on, measure, reference_inputs
+from distill.engine import TrainConfig, fit
+from distill.errors import fail
+from distill.losses import KDConfig, kd_objective
+from distill.models import Teacher
+from distill.report import save_table
+
+PRECISION_PASSES = (QuantizeDynamicConfig, CastConfig)
+MODEL_FOLDER = "model"
+TABLE_NAME = "compress_report"
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """Distillation from the uncompressed model: at the end of the pipeline and/or after marked steps."""
+
+    at_end: bool = True
+    kd: KDConfig = KDConfig(temperature=2.0, alpha=0.5)
+    train: TrainConfig = TrainConfig(epochs=1, lr=5e-5)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pass of the pipeline, and whether to run recovery distillation right after it."""
+
+    config: object
+    recover: bool = False
+
+
+@dataclass(frozen=True)
+class TaskLoaders:
+    """Task data for the pipeline: train (Taylor importance, recovery) and dev (the metric)."""
+
+    train: DataLoader | None = None
+    dev: DataLoader | None = None
+    regression: bool = False
+
+
+def _as_steps(passes) -> list[Step]:
+    return [p if isinstance(p, Step) else Step(p) for p in passes]
+
+
+def _recovery_points(steps: list[Step], recovery: RecoveryConfig | None) -> set[int]:
+    """Indices of steps after which to recover; the end-of-pipeline point sits before trailing precision passes."""
+    points = {i for i, step in enumerate(steps) if step.recover}
+    if recovery is not None and recovery.at_end and steps:
+        last = len(steps)
+        while last > 0 and isinstance(steps[last - 1].config, PRECISION_PASSES):
+            last -= 1
+        if last > 0:
+            points.add(last - 1)
+    return points
+
+
+def _check_plan(steps: list[Step], points: set[int], recovery: RecoveryConfig | None, data: TaskLoaders | None) -> None:
+    if points and (recovery is None or data is None or data.train is None):
+        raise fail("recovery was asked for but there is no training data or recovery config",
+                   "give data=... and recovery=..., or drop recover/recovery.at_end")
+    seen_precision = False
+    for index, step in enumerate(steps):
+        seen_precision = seen_precision or isinstance(step.config, PRECISION_PASSES)
+        if seen_precision and index in points:
+            raise fail(f"recovery after step {index + 1} ({name_of(step.config)}) would train an int8 or half-precision model",
+                       "put quantize_dynamic / cast after the steps that recover")
+
+
+def recover(model: nn.Module, teacher: Teacher, data: TaskLoaders, recovery: RecoveryConfig) -> nn.Module:
+    fit(model, data.train, data.dev, kd_objective(recovery.kd, regression=data.regression), recovery.train,
+        teacher=teacher, desc="recovery")
+    return model.eval()
+
+
+def run_pipeline(model: nn.Module, tokenizer, passes, *, data: TaskLoaders | None = None,
+                 recovery: RecoveryConfig | None = None, out_dir: str | Path | None = None,
+                 seq_len: int = 64) -> tuple[nn.Module, list[dict]]:
+    """Apply `passes` (configs or Steps) in order; return the final model and one report row per step.
+
+    With `out_dir`, the final model goes to out_dir/model and the table to out_dir/compress_report.{md,json}.
+    """
+    steps = _as_steps(passes)
+    points = _recovery_points(steps, recovery)
+    _check_plan(steps, points, recovery, data)
+    model = model.eval()
+    teacher = Teacher(copy.deepcopy(model)) if points else None
+    dev = data.dev if data is not None else None
+    reference = next(iter(dev)) if dev is not None else reference_inputs(model, 16)
+    row, logits = measure("input", model, seq_len=seq_len, dev=dev, reference=reference, previous_logits=None, previous_gflops=None)
+    rows = [_announce(row)]
+    for index, step in enumerate(steps):
+        name = name_of(step.config)
+        model = apply(model, step.config, batches=data.train if data is not None else None).eval()
+        row, logits = measure(name, model, seq_len=seq_len, dev=dev, reference=reference, previous_logits=logits,
+                              previous_gflops=rows[-1]["gflops"])
+        rows.append(_announce(row))
+        if index in points:
+            model = recover(model, teacher, data, recovery)
+            row, logits = measure(f"{name} + recovery", model, seq_len=seq_len, dev=dev, reference=reference,
+                                  previous_logits=logits, previous_gflops=rows[-1]["gflops"])
+            rows.append(_announce(row))
+    if out_dir is not None:
+        _save(model, tokenizer, Path(out_dir), rows, reference, logits)
+    return model, rows
+
+
+def _announce(row: dict) -> dict:
+    print(" | ".join(f"{key}={row[key]}" for key in COLUMNS if key in row), flush=True)
+    return row
+
+
+def _save(model, tokenizer, out_dir: Path, rows: list[dict], reference, logits: torch.Tensor) -> None:
+    """Save the model, check that it reloads with the same logits, and write the table beside it."""
+    model_dir = save_compressed(model, tokenizer, out_dir / MODEL_FOLDER)
+    reloaded = logits_on(load_compressed(model_dir), reference)
+    drift = float((reloaded - logits).abs().max())
+    if drift > 1e-4:
+        raise fail(f"the saved model in {model_dir} reloads with logits {drift:.2e} away from the compressed model",
+                   "report this as a bug, with the pass list")
+    columns = COLUMNS + ["metric_name", "linear_sparsity", "dtype"]
+    table = save_table(rows, columns, out_dir, TABLE_NAME)
+    print(f"\nCompressed model saved to {model_dir} (reload checked, max logit diff {drift:.1e})\n{table}")

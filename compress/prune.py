@@ -1,0 +1,184 @@
+"""Structured pruning of attention heads and FFN neurons, with torch-pruning's dependency graph and importance.
+
+How pruned models stay loadable by stock transformers classes:
+
+* FFN neurons are physically removed. With per-layer selection every layer keeps the same count and
+  `config.intermediate_size` is simply the new width. With global selection layers end uneven; each
+  layer is then zero-padded back to the largest remaining count (zero rows in `intermediate.dense`,
+  zero columns in `output.dense`; GELU(0) = 0, so padded neurons add exactly nothing). The model
+  reloads exactly, at the price of computing the padded neurons.
+* Attention heads are zeroed in place (query/key/value rows and biases and the `attention.output.dense`
+  columns of the head). Stock BERT-family classes derive the head width as hidden_size /
+  num_attention_heads and size the output projection hidden x hidden, so a layer with fewer heads than
+  hidden_size / head_dim cannot be written in a stock config at all. A zero head contributes exactly
+  zero (its value vectors are zero), so logits are those of the pruned model; the parameters stay
+  until an exporter drops them (`nonzero_params` in the report counts what is left).
+
+Importance is torch-pruning's group importance (L2 weight magnitude, or first-order Taylor |w * dL/dw|
+over a few task batches); scores are normalised per group, so global selection compares layers fairly.
+Every layer keeps at least its best head and its best neuron.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+
+from compress.families import BERT_LIKE, check_ratio, layer_list, record, require_family, require_float32
+from compress.registry import register_pass
+from distill.errors import fail
+
+IMPORTANCE = ("magnitude", "taylor")
+SCOPES = ("per_layer", "global")
+
+
+@dataclass(frozen=True)
+class PruneHeadsConfig:
+    """Remove `ratio` of the attention heads (per layer, or across all layers when scope=global)."""
+
+    ratio: float = 0.25
+    importance: str = "magnitude"  # magnitude | taylor (taylor needs task data)
+    scope: str = "per_layer"  # per_layer | global
+    taylor_batches: int = 4
+
+
+@dataclass(frozen=True)
+class PruneFfnConfig:
+    """Remove `ratio` of the FFN intermediate neurons (per layer, or across all layers when scope=global)."""
+
+    ratio: float = 0.25
+    importance: str = "magnitude"
+    scope: str = "per_layer"
+    taylor_batches: int = 4
+
+
+def _check(model: nn.Module, config, what: str) -> None:
+    require_float32(model, what)
+    require_family(model, BERT_LIKE, what)
+    check_ratio(config.ratio, f"{what}.ratio")
+    for key, value, valid in (("importance", config.importance, IMPORTANCE), ("scope", config.scope, SCOPES)):
+        if value not in valid:
+            raise fail(f"{what}.{key}={value} is unknown", f"use one of {', '.join(valid)}")
+
+
+def _example_inputs(model: nn.Module) -> dict[str, Tensor]:
+    return {"input_ids": torch.arange(5, 13).clamp(max=model.config.vocab_size - 1).unsqueeze(0)}
+
+
+def _accumulate_taylor_gradients(model: nn.Module, batches: Iterable[dict] | None, count: int, what: str) -> None:
+    """Fill .grad with the task-loss gradient over `count` batches, which Taylor importance reads."""
+    if batches is None:
+        raise fail(f"{what}.importance=taylor needs task data", "give data=... (train split is used) or use importance=magnitude")
+    model.eval()  # no dropout: the gradient should describe the deterministic model
+    model.zero_grad(set_to_none=True)
+    used = 0
+    for batch in batches:
+        if used == count:
+            break
+        inputs = {key: value for key, value in batch.items() if key != "index"}
+        model(**inputs).loss.backward()
+        used += 1
+    if used == 0:
+        raise fail(f"{what}.importance=taylor got no batches of task data", "give a non-empty training set")
+
+
+def _group_scores(model: nn.Module, config, batches, what: str, roots: list[nn.Linear]) -> tuple[tp.DependencyGraph, list[Tensor]]:
+    """Per output channel importance of each root linear, from its torch-pruning dependency group."""
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=_example_inputs(model),
+                                                  output_transform=lambda out: out.logits)
+    if config.importance == "taylor":
+        _accumulate_taylor_gradients(model, batches, config.taylor_batches, what)
+        scorer = tp.importance.GroupTaylorImportance()
+    else:
+        scorer = tp.importance.GroupMagnitudeImportance(p=2)
+    scores = []
+    for root in roots:
+        group = graph.get_pruning_group(root, tp.prune_linear_out_channels, idxs=list(range(root.out_features)))
+        scores.append(scorer(group).detach().float())
+    model.zero_grad(set_to_none=True)
+    return graph, scores
+
+
+def select_units(scores: list[Tensor], ratio: float, scope: str) -> list[list[int]]:
+    """Indices to remove per layer: the lowest-scoring `ratio` of units, never a layer's last one."""
+    if scope == "per_layer":
+        return [torch.argsort(s)[: min(math.floor(ratio * len(s)), len(s) - 1)].tolist() for s in scores]
+    budget = math.floor(ratio * sum(len(s) for s in scores))
+    ranked = sorted((float(value), layer, unit) for layer, s in enumerate(scores) for unit, value in enumerate(s.tolist()))
+    removed: list[list[int]] = [[] for _ in scores]
+    for _, layer, unit in ranked:
+        if budget == 0:
+            break
+        if len(removed[layer]) < len(scores[layer]) - 1:  # keep each layer's best unit
+            removed[layer].append(unit)
+            budget -= 1
+    return removed
+
+
+@register_pass("prune_heads", PruneHeadsConfig)
+def prune_heads(model: nn.Module, config: PruneHeadsConfig, *, batches=None) -> nn.Module:
+    _check(model, config, "prune_heads")
+    layers = layer_list(model, "prune_heads")
+    heads = model.config.num_attention_heads
+    _, scores = _group_scores(model, config, batches, "prune_heads", [layer.attention.self.query for layer in layers])
+    head_scores = [s.view(heads, -1).sum(dim=1) for s in scores]
+    removed = select_units(head_scores, config.ratio, config.scope)
+    for layer, dead in zip(layers, removed):
+        zero_heads(layer, dead)
+    kept = [heads - len(dead) for dead in removed]
+    record(model, {"pass": "prune_heads", "heads_per_layer": kept, "removed": removed})
+    return model
+
+
+@torch.no_grad()
+def zero_heads(layer: nn.Module, dead: list[int]) -> None:
+    """Zero a layer's heads `dead`: their q/k/v rows and biases, and their columns of the output projection."""
+    attention = layer.attention.self
+    width = attention.attention_head_size
+    rows = torch.tensor([h * width + i for h in dead for i in range(width)], dtype=torch.long)
+    if len(rows) == 0:
+        return
+    for linear in (attention.query, attention.key, attention.value):
+        linear.weight[rows] = 0
+        linear.bias[rows] = 0
+    layer.attention.output.dense.weight[:, rows] = 0
+
+
+@register_pass("prune_ffn", PruneFfnConfig)
+def prune_ffn(model: nn.Module, config: PruneFfnConfig, *, batches=None) -> nn.Module:
+    _check(model, config, "prune_ffn")
+    layers = layer_list(model, "prune_ffn")
+    roots = [layer.intermediate.dense for layer in layers]
+    graph, scores = _group_scores(model, config, batches, "prune_ffn", roots)
+    removed = select_units(scores, config.ratio, config.scope)
+    for root, dead in zip(roots, removed):
+        if dead:
+            graph.get_pruning_group(root, tp.prune_linear_out_channels, idxs=dead).prune()
+    kept = [layer.intermediate.dense.out_features for layer in layers]
+    width = max(kept)
+    for layer in layers:
+        pad_ffn(layer, width)
+    model.config.intermediate_size = width
+    record(model, {"pass": "prune_ffn", "neurons_per_layer": kept, "stored_width": width})
+    return model
+
+
+@torch.no_grad()
+def pad_ffn(layer: nn.Module, width: int) -> None:
+    """Grow a layer's FFN to `width` neurons with zero neurons, which contribute exactly nothing."""
+    inner, outer = layer.intermediate.dense, layer.output.dense
+    extra = width - inner.out_features
+    if extra == 0:
+        return
+    grown_in = nn.Linear(inner.in_features, width)
+    grown_in.weight.copy_(torch.cat([inner.weight, inner.weight.new_zeros(extra, inner.in_features)]))
+    grown_in.bias.copy_(torch.cat([inner.bias, inner.bias.new_zeros(extra)]))
+    grown_out = nn.Linear(width, outer.out_features)
+    grown_out.weight.copy_(torch.cat([outer.weight, outer.weight.new_zeros(outer.out_features, extra)], dim=1))
+    grown_out.bias.copy_(outer.bias)
+    layer.intermediate.dense, layer.output.dense = grown_in, grown_out

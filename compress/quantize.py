@@ -1,0 +1,56 @@
+"""Quantization in PyTorch: dynamic int8 on the Linear layers, and fp16/bf16 casting.
+
+Saving: a cast model saves with save_pretrained like any other. A dynamic-int8 model cannot (its
+weights are packed int8 parameters that safetensors and the Auto classes do not know); compress.io
+writes its int8 state dict to `model_int8.pt` beside config.json and the tokenizer, and
+`compress.io.load_compressed` rebuilds the float model from the config, re-applies the recorded
+quantization and loads that state dict, which gives the same logits. ONNX int8 belongs to export/.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compress.families import record, require_float32
+from compress.registry import register_pass
+from distill.errors import fail
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class QuantizeDynamicConfig:
+    """Dynamic int8: Linear weights stored as int8, activations quantized on the fly (CPU inference only)."""
+
+
+@dataclass(frozen=True)
+class CastConfig:
+    """Cast every floating-point weight to `dtype` (fp16 | bf16)."""
+
+    dtype: str = "fp16"
+
+
+def quantize_linear_int8(model: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao on every call
+        return torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+@register_pass("quantize_dynamic", QuantizeDynamicConfig)
+def quantize_dynamic(model: nn.Module, config: QuantizeDynamicConfig, *, batches=None) -> nn.Module:
+    require_float32(model, "quantize_dynamic")
+    record(model, {"pass": "quantize_dynamic", "dtype": "qint8", "modules": "Linear"})
+    return quantize_linear_int8(model)
+
+
+@register_pass("cast", CastConfig)
+def cast(model: nn.Module, config: CastConfig, *, batches=None) -> nn.Module:
+    require_float32(model, "cast")
+    if config.dtype not in DTYPES:
+        raise fail(f"cast.dtype={config.dtype} is unknown", f"use one of {', '.join(DTYPES)}")
+    record(model, {"pass": "cast", "dtype": config.dtype})
+    return model.to(DTYPES[config.dtype])
