@@ -62,6 +62,7 @@ def build_bundle(config: ExportConfig) -> Path:
     """`python -m export`: load a saved model directory and export it."""
     if not config.model:
         raise fail("no model given", "run python -m export model=/path/to/saved/model")
+    resolve(config.variants)  # an unknown variant name fails before the model is loaded
     model_dir = Path(config.model).expanduser()
     if not model_dir.is_dir():
         raise fail(f"model directory {model_dir} does not exist", "pass a directory saved by python -m distill, "

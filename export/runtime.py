@@ -1,0 +1,149 @@
+"""Run an exported bundle with onnxruntime, tokenizers and numpy only: no torch, no transformers.
+
+    from export.runtime import Predictor
+    Predictor("bundle-dir", variant="int8_dynamic").predict(["a fine film", ""])
+
+Every item gets a result or a per-item error; nothing an item contains can crash the batch.
+On a device, copy this file, export/__init__.py, distill/__init__.py and distill/errors.py (all torch-free).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from distill.errors import fail
+
+MANIFEST = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+
+
+def read_manifest(bundle: Path) -> dict:
+    if not bundle.is_dir():
+        raise fail(f"bundle directory {bundle} does not exist", "pass a directory written by python -m export")
+    path = bundle / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise fail(f"{bundle} has no {MANIFEST}", "pass a directory written by python -m export, or re-export it") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise fail(f"{path} is corrupt ({err})", "re-export the bundle with python -m export") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("variants"), dict):
+        raise fail(f"{path} has no 'variants' table", "re-export the bundle with python -m export")
+    return manifest
+
+
+def available_variants(manifest: dict) -> list[str]:
+    return [name for name, entry in manifest["variants"].items() if isinstance(entry, dict) and "file" in entry]
+
+
+def load_session(path: Path, threads: int | None) -> ort.InferenceSession:
+    if not path.is_file():
+        raise fail(f"{path} is missing from the bundle", "copy the whole bundle directory, or re-export it")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable or invalid graphs
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise fail(f"{path} is corrupt or not an ONNX model ({detail})",
+                   "copy the file again, or re-export the bundle with python -m export") from None
+
+
+def load_tokenizer(bundle: Path, max_length: int) -> tuple[Tokenizer, int]:
+    """The bundle's fast tokenizer with truncation at `max_length`, and its padding id."""
+    try:
+        tokenizer = Tokenizer.from_file(str(bundle / TOKENIZER_FILE))
+    except Exception as err:  # tokenizers raises a bare Exception for missing or malformed files
+        raise fail(f"cannot read {bundle / TOKENIZER_FILE} ({str(err)[:200]})", "re-export the bundle with python -m export") from None
+    tokenizer.no_padding()  # padding is done here per batch, so each row's real length stays known
+    tokenizer.enable_truncation(max_length)
+    return tokenizer, _pad_id(bundle, tokenizer)
+
+
+def _pad_id(bundle: Path, tokenizer: Tokenizer) -> int:
+    try:
+        pad_token = json.loads((bundle / TOKENIZER_CONFIG).read_text(encoding="utf-8")).get("pad_token")
+    except (OSError, json.JSONDecodeError):
+        pad_token = None
+    if isinstance(pad_token, dict):  # older configs store AddedToken objects
+        pad_token = pad_token.get("content")
+    pad_id = tokenizer.token_to_id(pad_token) if isinstance(pad_token, str) else None
+    return 0 if pad_id is None else pad_id
+
+
+def item_problem(item: object) -> str | None:
+    """Why an item cannot be tokenized, or None when it can. Empty and whitespace-only text is valid."""
+    if not isinstance(item, str):
+        return f"expected a string, got {type(item).__name__}"
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError:
+        return "text is not valid Unicode (it contains a lone surrogate)"
+    return None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """A bundle variant ready to classify text. `variant=None` takes the bundle's default (the fused fp32 graph)."""
+
+    def __init__(self, bundle: str | Path, variant: str | None = None, *, threads: int | None = None, batch_size: int = 32):
+        self.bundle = Path(bundle).expanduser()
+        self.manifest = read_manifest(self.bundle)
+        names = available_variants(self.manifest)
+        self.variant = variant or self.manifest.get("default_variant") or "fp32"
+        if self.variant not in names:
+            raise fail(f"bundle {self.bundle} has no variant '{self.variant}'", f"choose one of {', '.join(names)}")
+        self.session = load_session(self.bundle / self.manifest["variants"][self.variant]["file"], threads)
+        self.max_length = int(self.manifest.get("max_length", 128))
+        self.tokenizer, self.pad_id = load_tokenizer(self.bundle, self.max_length)
+        self.labels = list(self.manifest.get("labels") or [])
+        self.regression = self.manifest.get("problem_type") == "regression"
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.batch_size = max(1, batch_size)
+
+    def predict(self, texts: Sequence[object] | str) -> list[dict]:
+        """One dict per item: {"label", "probabilities", "truncated"} (or {"score", ...}), or {"error"}."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        results: list[dict] = [{"error": problem} if (problem := item_problem(item)) else {} for item in items]
+        valid = [i for i, result in enumerate(results) if not result]
+        for start in range(0, len(valid), self.batch_size):
+            chunk = valid[start:start + self.batch_size]
+            for index, result in zip(chunk, self._predict_batch([items[i] for i in chunk])):
+                results[index] = result
+        return results
+
+    def _predict_batch(self, texts: list[str]) -> list[dict]:
+        encodings = self.tokenizer.encode_batch(texts)
+        width = max(len(e.ids) for e in encodings)
+        feed = {"input_ids": np.full((len(texts), width), self.pad_id, dtype=np.int64),
+                "attention_mask": np.zeros((len(texts), width), dtype=np.int64),
+                "token_type_ids": np.zeros((len(texts), width), dtype=np.int64)}
+        for row, encoding in enumerate(encodings):
+            length = len(encoding.ids)
+            feed["input_ids"][row, :length] = encoding.ids
+            feed["attention_mask"][row, :length] = 1
+            feed["token_type_ids"][row, :length] = encoding.type_ids
+        logits = self.session.run(None, {name: feed[name] for name in self.input_names})[0].astype(np.float64)
+        return [self._result(row, bool(encoding.overflowing)) for row, encoding in zip(logits, encodings)]
+
+    def _result(self, logits: np.ndarray, truncated: bool) -> dict:
+        if self.regression:
+            return {"score": float(logits[0]), "truncated": truncated}
+        probabilities = softmax(logits)
+        labels = self.labels if len(self.labels) == len(probabilities) else [str(i) for i in range(len(probabilities))]
+        return {"label": labels[int(probabilities.argmax())],
+                "probabilities": {label: float(p) for label, p in zip(labels, probabilities)},
+                "truncated": truncated}
