@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from compress import catalog  # noqa: F401  (registers every pass)
 from compress.io import load_compressed, save_compressed
 from compress.quantize import CastConfig, QuantizeDynamicConfig
 from compress.registry import apply, name_of
