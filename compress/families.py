@@ -20,6 +20,14 @@ LAYER_LISTS = {
     **{family: ("encoder.layer", "num_hidden_layers") for family in BERT_LIKE},
     "distilbert": ("transformer.layer", "n_layers"),
 }
+# Where each family keeps the pieces structured pruning edits, relative to one layer.
+LAYER_PARTS = {
+    **{family: {"self_attention": "attention.self", "query": "attention.self.query", "key": "attention.self.key",
+                "value": "attention.self.value", "attention_out": "attention.output.dense",
+                "ffn_in": "intermediate.dense", "ffn_out": "output.dense"} for family in BERT_LIKE},
+    "albert": {"self_attention": "attention", "query": "attention.query", "key": "attention.key", "value": "attention.value",
+               "attention_out": "attention.dense", "ffn_in": "ffn", "ffn_out": "ffn_output"},
+}
 HISTORY_KEY = "alembert_compression"  # pass records kept in config.json, read back by compress.io
 
 
@@ -57,6 +65,23 @@ def layer_list(model: nn.Module, what: str) -> nn.ModuleList:
     name = require_family(model, tuple(LAYER_LISTS), what)
     path, _ = LAYER_LISTS[name]
     return model.base_model.get_submodule(path)
+
+
+def prunable_layers(model: nn.Module, what: str) -> list[nn.Module]:
+    """The distinct layers whose heads and FFN a pruning pass edits (an ALBERT model's shared groups once each)."""
+    name = require_family(model, tuple(LAYER_PARTS), what)
+    if name == "albert":
+        return [group.albert_layers[0] for group in model.albert.encoder.albert_layer_groups]
+    return list(model.base_model.encoder.layer)
+
+
+def part(model: nn.Module, layer: nn.Module, role: str) -> nn.Module:
+    return layer.get_submodule(LAYER_PARTS[family(model)][role])
+
+
+def replace_part(model: nn.Module, layer: nn.Module, role: str, module: nn.Module) -> None:
+    parent, _, attribute = LAYER_PARTS[family(model)][role].rpartition(".")
+    setattr(layer.get_submodule(parent) if parent else layer, attribute, module)
 
 
 def set_layer_count(model: nn.Module, count: int) -> None:

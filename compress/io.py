@@ -8,6 +8,7 @@ its int8 state dict in `model_int8.pt`; `load_compressed` rebuilds it from the r
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,7 +32,9 @@ def save_compressed(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
         tokenizer.save_pretrained(tmp)
         label_map = {"id2label": {str(k): v for k, v in model.config.id2label.items()}, "problem_type": model.config.problem_type}
         (tmp / LABEL_FILE).write_text(json.dumps(label_map, indent=2))
-        torch.save(model.state_dict(), tmp / INT8_WEIGHTS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # packed int8 params still go through TypedStorage
+            torch.save(model.state_dict(), tmp / INT8_WEIGHTS)
     return Path(out_dir)
 
 

@@ -5,7 +5,7 @@ How pruned models stay loadable by stock transformers classes:
 * FFN neurons are physically removed. With per-layer selection every layer keeps the same count and
   `config.intermediate_size` is simply the new width. With global selection layers end uneven; each
   layer is then zero-padded back to the largest remaining count (zero rows in `intermediate.dense`,
-  zero columns in `output.dense`; GELU(0) = 0, so padded neurons add exactly nothing). The model
+  zero columns in `output.dense`; GELU(0) = 0 (and ALBERT's gelu_new(0) = 0), so padded neurons add exactly nothing). The model
   reloads exactly, at the price of computing the padded neurons.
 * Attention heads are zeroed in place (query/key/value rows and biases and the `attention.output.dense`
   columns of the head). Stock BERT-family classes derive the head width as hidden_size /
@@ -29,7 +29,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from compress.families import BERT_LIKE, check_ratio, layer_list, record, require_family, require_float32
+from compress.families import LAYER_PARTS, check_ratio, part, prunable_layers, record, replace_part, require_family, require_float32
 from compress.registry import register_pass
 from distill.errors import fail
 
@@ -59,7 +59,7 @@ class PruneFfnConfig:
 
 def _check(model: nn.Module, config, what: str) -> None:
     require_float32(model, what)
-    require_family(model, BERT_LIKE, what)
+    require_family(model, tuple(LAYER_PARTS), what)
     check_ratio(config.ratio, f"{what}.ratio")
     for key, value, valid in (("importance", config.importance, IMPORTANCE), ("scope", config.scope, SCOPES)):
         if value not in valid:
@@ -123,55 +123,55 @@ def select_units(scores: list[Tensor], ratio: float, scope: str) -> list[list[in
 @register_pass("prune_heads", PruneHeadsConfig)
 def prune_heads(model: nn.Module, config: PruneHeadsConfig, *, batches=None) -> nn.Module:
     _check(model, config, "prune_heads")
-    layers = layer_list(model, "prune_heads")
+    layers = prunable_layers(model, "prune_heads")
     heads = model.config.num_attention_heads
-    _, scores = _group_scores(model, config, batches, "prune_heads", [layer.attention.self.query for layer in layers])
+    _, scores = _group_scores(model, config, batches, "prune_heads", [part(model, layer, "query") for layer in layers])
     head_scores = [s.view(heads, -1).sum(dim=1) for s in scores]
     removed = select_units(head_scores, config.ratio, config.scope)
     for layer, dead in zip(layers, removed):
-        zero_heads(layer, dead)
+        zero_heads(model, layer, dead)
     kept = [heads - len(dead) for dead in removed]
     record(model, {"pass": "prune_heads", "heads_per_layer": kept, "removed": removed})
     return model
 
 
 @torch.no_grad()
-def zero_heads(layer: nn.Module, dead: list[int]) -> None:
+def zero_heads(model: nn.Module, layer: nn.Module, dead: list[int]) -> None:
     """Zero a layer's heads `dead`: their q/k/v rows and biases, and their columns of the output projection."""
-    attention = layer.attention.self
-    width = attention.attention_head_size
+    width = part(model, layer, "self_attention").attention_head_size
     rows = torch.tensor([h * width + i for h in dead for i in range(width)], dtype=torch.long)
     if len(rows) == 0:
         return
-    for linear in (attention.query, attention.key, attention.value):
+    for role in ("query", "key", "value"):
+        linear = part(model, layer, role)
         linear.weight[rows] = 0
         linear.bias[rows] = 0
-    layer.attention.output.dense.weight[:, rows] = 0
+    part(model, layer, "attention_out").weight[:, rows] = 0
 
 
 @register_pass("prune_ffn", PruneFfnConfig)
 def prune_ffn(model: nn.Module, config: PruneFfnConfig, *, batches=None) -> nn.Module:
     _check(model, config, "prune_ffn")
-    layers = layer_list(model, "prune_ffn")
-    roots = [layer.intermediate.dense for layer in layers]
+    layers = prunable_layers(model, "prune_ffn")
+    roots = [part(model, layer, "ffn_in") for layer in layers]
     graph, scores = _group_scores(model, config, batches, "prune_ffn", roots)
     removed = select_units(scores, config.ratio, config.scope)
     for root, dead in zip(roots, removed):
         if dead:
             graph.get_pruning_group(root, tp.prune_linear_out_channels, idxs=dead).prune()
-    kept = [layer.intermediate.dense.out_features for layer in layers]
+    kept = [part(model, layer, "ffn_in").out_features for layer in layers]
     width = max(kept)
     for layer in layers:
-        pad_ffn(layer, width)
+        pad_ffn(model, layer, width)
     model.config.intermediate_size = width
     record(model, {"pass": "prune_ffn", "neurons_per_layer": kept, "stored_width": width})
     return model
 
 
 @torch.no_grad()
-def pad_ffn(layer: nn.Module, width: int) -> None:
+def pad_ffn(model: nn.Module, layer: nn.Module, width: int) -> None:
     """Grow a layer's FFN to `width` neurons with zero neurons, which contribute exactly nothing."""
-    inner, outer = layer.intermediate.dense, layer.output.dense
+    inner, outer = part(model, layer, "ffn_in"), part(model, layer, "ffn_out")
     extra = width - inner.out_features
     if extra == 0:
         return
@@ -181,4 +181,5 @@ def pad_ffn(layer: nn.Module, width: int) -> None:
     grown_out = nn.Linear(width, outer.out_features)
     grown_out.weight.copy_(torch.cat([outer.weight, outer.weight.new_zeros(outer.out_features, extra)], dim=1))
     grown_out.bias.copy_(outer.bias)
-    layer.intermediate.dense, layer.output.dense = grown_in, grown_out
+    replace_part(model, layer, "ffn_in", grown_in)
+    replace_part(model, layer, "ffn_out", grown_out)

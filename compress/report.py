@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +44,9 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
 def serialized_mb(model: nn.Module) -> float:
     """Bytes of torch.save(state_dict), in MB: what the weights take on disk, for float and int8 alike."""
     buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # packed int8 params still go through TypedStorage
+        torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes / 1e6
 
 
