@@ -29,6 +29,7 @@ from export.variants import BASE, BASE_FILE, BuildContext, Candidate, resolve
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 EVAL_BATCH = 32
+CALIBRATION_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -163,10 +164,20 @@ def load_task_feeds(config: ExportConfig, tokenizer, labels: tuple[str, ...], mo
 
     metric_rows = task.splits[split][: config.metric_examples]
     texts = tuple(r.text for r in task.splits[split][: config.parity.samples])
-    return TaskFeeds(calibration=batches(task.splits["train"][: config.calibration.samples], 8),
+    return TaskFeeds(calibration=calibration_batches(tokenizer, [r.text for r in task.splits["train"]], names,
+                                                     config.calibration.samples, max_length),
                      metric_feeds=batches(metric_rows, EVAL_BATCH),
                      labels=np.array([r.label for r in metric_rows], dtype=np.float32 if task.regression else np.int64),
                      split=split, texts=texts + (" ".join(texts),), label_note=note)
+
+
+def calibration_batches(tokenizer, texts: list[str], names, samples: int, max_length: int) -> tuple[dict[str, np.ndarray], ...]:
+    """Equal-shape batches: the histogram calibrators (entropy, percentile) stack every batch into one array."""
+    texts = texts[:samples]
+    longest = max(len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
+    size = min(CALIBRATION_BATCH, len(texts))
+    return tuple(checks.encode_feeds(tokenizer, texts[i:i + size], names, longest, fixed=True)
+                 for i in range(0, len(texts) - size + 1, size))
 
 
 def _load_labelled(data: DataConfig, labels: tuple[str, ...]):

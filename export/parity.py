@@ -37,8 +37,10 @@ def fallback_texts(count: int) -> list[str]:
     return texts
 
 
-def encode_feeds(tokenizer, texts: Sequence[str], names: Sequence[str], max_length: int) -> Feed:
-    encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
+def encode_feeds(tokenizer, texts: Sequence[str], names: Sequence[str], max_length: int, *, fixed: bool = False) -> Feed:
+    """Encode a batch padded to its longest row, or to exactly `max_length` when `fixed`."""
+    encoded = tokenizer(list(texts), padding="max_length" if fixed else True, truncation=True, max_length=max_length,
+                        return_tensors="np")
     return {name: encoded[name].astype(np.int64) for name in names}
 
 
