@@ -3,6 +3,6 @@
 The pipeline and the CLI import it, so passes are available however `compress` itself was imported.
 """
 
-from compress import factorize, layers, prune, quantize, share, sparsity  # noqa: F401
+from compress import factorize, hidden, layers, prune, quantize, share, sparsity  # noqa: F401
 
-PASS_MODULES = (factorize, layers, prune, quantize, share, sparsity)
+PASS_MODULES = (factorize, hidden, layers, prune, quantize, share, sparsity)

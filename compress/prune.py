@@ -57,7 +57,7 @@ class PruneFfnConfig:
     taylor_batches: int = 4
 
 
-def _check(model: nn.Module, config, what: str) -> None:
+def check_settings(model: nn.Module, config, what: str) -> None:
     require_float32(model, what)
     require_family(model, tuple(LAYER_PARTS), what)
     check_ratio(config.ratio, f"{what}.ratio")
@@ -87,10 +87,22 @@ def _accumulate_taylor_gradients(model: nn.Module, batches: Iterable[dict] | Non
         raise fail(f"{what}.importance=taylor got no batches of task data", "give a non-empty training set")
 
 
-def _group_scores(model: nn.Module, config, batches, what: str, roots: list[nn.Linear]) -> tuple[tp.DependencyGraph, list[Tensor]]:
-    """Per output channel importance of each root linear, from its torch-pruning dependency group."""
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=_example_inputs(model),
-                                                  output_transform=lambda out: out.logits)
+def _out_width(module: nn.Module) -> int:
+    return module.embedding_dim if isinstance(module, nn.Embedding) else module.out_features
+
+
+def _out_pruner(module: nn.Module):
+    return tp.prune_embedding_out_channels if isinstance(module, nn.Embedding) else tp.prune_linear_out_channels
+
+
+def dependency_graph(model: nn.Module) -> tp.DependencyGraph:
+    return tp.DependencyGraph().build_dependency(model, example_inputs=_example_inputs(model),
+                                                 output_transform=lambda out: out.logits)
+
+
+def group_scores(model: nn.Module, config, batches, what: str, roots: list[nn.Module]) -> tuple[tp.DependencyGraph, list[Tensor]]:
+    """Importance of each output channel of each root, over its whole torch-pruning dependency group."""
+    graph = dependency_graph(model)
     if config.importance == "taylor":
         _accumulate_taylor_gradients(model, batches, config.taylor_batches, what)
         scorer = tp.importance.GroupTaylorImportance()
@@ -98,10 +110,16 @@ def _group_scores(model: nn.Module, config, batches, what: str, roots: list[nn.L
         scorer = tp.importance.GroupMagnitudeImportance(p=2)
     scores = []
     for root in roots:
-        group = graph.get_pruning_group(root, tp.prune_linear_out_channels, idxs=list(range(root.out_features)))
+        group = graph.get_pruning_group(root, _out_pruner(root), idxs=list(range(_out_width(root))))
         scores.append(scorer(group).detach().float())
     model.zero_grad(set_to_none=True)
     return graph, scores
+
+
+def prune_out_channels(graph: tp.DependencyGraph, root: nn.Module, idxs: list[int]) -> None:
+    """Remove output channels `idxs` of `root` and everything torch-pruning finds coupled to them."""
+    if idxs:
+        graph.get_pruning_group(root, _out_pruner(root), idxs=idxs).prune()
 
 
 def select_units(scores: list[Tensor], ratio: float, scope: str) -> list[list[int]]:
@@ -122,10 +140,10 @@ def select_units(scores: list[Tensor], ratio: float, scope: str) -> list[list[in
 
 @register_pass("prune_heads", PruneHeadsConfig)
 def prune_heads(model: nn.Module, config: PruneHeadsConfig, *, batches=None) -> nn.Module:
-    _check(model, config, "prune_heads")
+    check_settings(model, config, "prune_heads")
     layers = prunable_layers(model, "prune_heads")
     heads = model.config.num_attention_heads
-    _, scores = _group_scores(model, config, batches, "prune_heads", [part(model, layer, "query") for layer in layers])
+    _, scores = group_scores(model, config, batches, "prune_heads", [part(model, layer, "query") for layer in layers])
     head_scores = [s.view(heads, -1).sum(dim=1) for s in scores]
     removed = select_units(head_scores, config.ratio, config.scope)
     for layer, dead in zip(layers, removed):
@@ -151,14 +169,13 @@ def zero_heads(model: nn.Module, layer: nn.Module, dead: list[int]) -> None:
 
 @register_pass("prune_ffn", PruneFfnConfig)
 def prune_ffn(model: nn.Module, config: PruneFfnConfig, *, batches=None) -> nn.Module:
-    _check(model, config, "prune_ffn")
+    check_settings(model, config, "prune_ffn")
     layers = prunable_layers(model, "prune_ffn")
     roots = [part(model, layer, "ffn_in") for layer in layers]
-    graph, scores = _group_scores(model, config, batches, "prune_ffn", roots)
+    graph, scores = group_scores(model, config, batches, "prune_ffn", roots)
     removed = select_units(scores, config.ratio, config.scope)
     for root, dead in zip(roots, removed):
-        if dead:
-            graph.get_pruning_group(root, tp.prune_linear_out_channels, idxs=dead).prune()
+        prune_out_channels(graph, root, dead)
     kept = [part(model, layer, "ffn_in").out_features for layer in layers]
     width = max(kept)
     for layer in layers:

@@ -15,6 +15,7 @@ from compress import catalog  # noqa: F401  (registers every pass)
 from compress.cli import CompressConfig, build_steps, run, task_loaders
 from compress.factorize import FactorizeEmbeddingsConfig
 from compress.io import INT8_WEIGHTS, load_compressed, save_compressed
+from compress.hidden import PruneHiddenConfig
 from compress.layers import DropLayersConfig
 from compress.pipeline import RecoveryConfig, Step, run_pipeline
 from compress.prune import PruneFfnConfig, PruneHeadsConfig
@@ -155,6 +156,24 @@ def test_per_layer_ffn_pruning_really_removes_neurons(make_model, tokenizer, bat
     assert_round_trip(model, tokenizer, batch, tmp_path / "ffn")
 
 
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra"])
+def test_hidden_pruning_narrows_residual_and_heads_together(family, make_model, tokenizer, batch, tmp_path):
+    model = make_model(family)
+    before = logits(model, batch)
+    model = apply(model, PruneHiddenConfig(ratio=0.25))
+    assert model.config.hidden_size == 24 and model.config.num_attention_heads == 4
+    attention = model.base_model.encoder.layer[0].attention.self
+    assert (attention.attention_head_size, attention.query.out_features, attention.query.in_features) == (6, 24, 24)
+    assert (logits(model, batch) - before).abs().max() < 0.1  # a small random model barely uses a quarter of its width
+    assert_round_trip(model, tokenizer, batch, tmp_path / "narrow")
+
+
+def test_hidden_pruning_works_on_shared_albert_layers(make_model, tokenizer, batch, tmp_path):
+    model = apply(apply(make_model("bert"), ShareLayersConfig(groups=2)), PruneHiddenConfig(ratio=0.5))
+    assert model.config.hidden_size == 16 and model.config.embedding_size == 32
+    assert_round_trip(model, tokenizer, batch, tmp_path / "narrow-albert")
+
+
 def test_global_selection_keeps_at_least_one_head_in_every_layer(make_model):
     model = apply(make_model("bert"), PruneHeadsConfig(ratio=0.9, scope="global"))
     assert min(model.config.alembert_compression[-1]["heads_per_layer"]) >= 1
@@ -282,7 +301,8 @@ def test_a_second_handler_for_the_same_config_is_refused():
         register_pass("prune_ffn_again", PruneFfnConfig)(lambda model, config, *, batches=None: model)
 
 
-@pytest.mark.parametrize("config", [PruneHeadsConfig(ratio=1.0), PruneFfnConfig(ratio=-0.1), SparsityConfig(sparsity=1.0)])
+@pytest.mark.parametrize("config", [PruneHeadsConfig(ratio=1.0), PruneFfnConfig(ratio=-0.1), PruneHiddenConfig(ratio=1.5),
+                                    SparsityConfig(sparsity=1.0)])
 def test_ratios_outside_zero_one_are_refused(config, make_model):
     with pytest.raises(AlembertError, match=r"outside \[0, 1\)"):
         apply(make_model("bert"), config)
