@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variant", default=None, help="variant name from manifest.json (default: the bundle's default)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     parser.add_argument("--batch-size", type=int, default=32)
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # options may come before or after the texts
 
 
 def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[dict, object]]:

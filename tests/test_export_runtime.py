@@ -1,0 +1,140 @@
+"""The torch-free runtime: bad items never crash it, a broken bundle gives one line, and it runs without torch."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from distill.errors import AlembertError
+from export.bench import main as bench_main
+from export.bundle import build_bundle
+from export.config import ExportConfig, LatencyConfig, ParityConfig
+from export.predict import predict_lines, read_jsonl
+from export.runtime import Predictor
+from test_export import LABELS, save_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = dict(parity=ParityConfig(batch_sizes=(1, 3), max_lengths=(8, 40), samples=12),
+            latency=LatencyConfig(runs=2, warmup=1, seq_len=16))
+# Importing any of these fails in the child, as on a device that has only onnxruntime, tokenizers and numpy.
+BLOCK_HEAVY = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"torch", "transformers", "onnx", "hydra", "omegaconf", "datasets", "sklearn"}:
+                raise ImportError(f"{name} is not installed on this device")
+    sys.meta_path.insert(0, Block())
+""")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    model_dir = save_tiny_model(tmp_path_factory.mktemp("runtime-model"), "bert", layers=2)
+    out = tmp_path_factory.mktemp("runtime") / "bundle"
+    return build_bundle(ExportConfig(model=str(model_dir), out=str(out), variants=("optimized", "int8_dynamic"), max_length=32, **FAST))
+
+
+def test_awkward_text_gets_a_result_and_bad_items_a_per_item_error(bundle):
+    items = ["", "   \n\t", "wonderful " * 200, "great film 😀🎬", "film 電影 фильм فيلم good", None, 42, b"bytes", "\ud800 lone", "fine"]
+    results = Predictor(bundle).predict(items)
+    assert len(results) == len(items)
+    for result in results[:5] + results[-1:]:
+        assert result["label"] in LABELS and sum(result["probabilities"].values()) == pytest.approx(1.0)
+    assert results[2]["truncated"] is True and results[0]["truncated"] is False  # longer than max_length=32: cut, and said so
+    assert results[5] == {"error": "expected a string, got NoneType"}
+    assert results[6] == {"error": "expected a string, got int"} and "bytes" in results[7]["error"]
+    assert "lone surrogate" in results[8]["error"]
+    assert Predictor(bundle).predict([]) == []
+
+
+def test_results_do_not_depend_on_batching_or_padding(bundle):
+    texts = ["good", "the plot was dull but the music was superb and the cast was charming", "bad"]
+    together = Predictor(bundle, batch_size=8).predict(texts)
+    alone = [Predictor(bundle).predict(text)[0] for text in texts]
+    for a, b in zip(together, alone):
+        assert a["label"] == b["label"]
+        assert a["probabilities"]["positive"] == pytest.approx(b["probabilities"]["positive"], abs=1e-5)
+
+
+def test_variant_is_chosen_by_name(bundle):
+    assert Predictor(bundle).variant == "optimized"  # the bundle's default
+    assert Predictor(bundle, "int8_dynamic").session is not None
+    with pytest.raises(AlembertError, match="has no variant 'fp16'; choose one of fp32, optimized, int8_dynamic"):
+        Predictor(bundle, "fp16")
+
+
+def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    return copy
+
+
+def run_predict(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """`python -m export.predict` in a child where torch, transformers and onnx cannot be imported."""
+    code = BLOCK_HEAVY + "import runpy; sys.argv = ['export.predict'] + sys.argv[1:]; runpy.run_module('export.predict', run_name='__main__')"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", code, *args], input=stdin, capture_output=True, text=True, env=env, cwd=REPO)
+
+
+def test_predict_cli_runs_where_torch_cannot_be_imported(bundle):
+    result = run_predict(str(bundle), "a wonderful film", "")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["text"] for line in lines] == ["a wonderful film", ""] and all(line["label"] in LABELS for line in lines)
+    probe = run_predict("--help")
+    assert probe.returncode == 0
+    check = subprocess.run([sys.executable, "-c", BLOCK_HEAVY + "import torch"], capture_output=True, text=True)
+    assert check.returncode != 0 and "not installed on this device" in check.stderr  # the block really blocks
+
+
+def test_predict_cli_reads_jsonl_and_answers_every_line(bundle):
+    stdin = '"plain string"\n{"id": 1, "text": "good"}\n\nnot json\n{"id": 2}\n{"id": 3, "text": 7}\n'
+    result = run_predict(str(bundle), "--variant", "int8_dynamic", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 5 and lines[0]["label"] in LABELS
+    assert lines[1]["id"] == 1 and "probabilities" in lines[1]
+    assert lines[2] == {"line": 4, "error": "not valid JSON (Expecting value)"}
+    assert lines[3] == {"id": 2, "error": 'the object has no "text" field'}
+    assert lines[4] == {"id": 3, "error": "expected a string, got int"}
+
+
+def test_predict_lines_keeps_order_across_batches(bundle):
+    out = io.StringIO()
+    texts = [f'{{"id": {i}, "text": "film {i}"}}' for i in range(7)]
+    predict_lines(Predictor(bundle), read_jsonl(texts), out, batch_size=3)
+    assert [json.loads(line)["id"] for line in out.getvalue().splitlines()] == list(range(7))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: (b / "model.onnx").unlink(), "model.onnx is missing from the bundle"),
+    (lambda b: (b / "model.onnx").write_bytes(b"\x08garbage" * 10), "model.onnx is corrupt or not an ONNX model"),
+    (lambda b: (b / "manifest.json").write_text("{not json"), "manifest.json is corrupt"),
+    (lambda b: (b / "tokenizer.json").unlink(), "cannot read"),
+])
+def test_a_broken_bundle_gives_one_error_line(bundle, tmp_path, damage, message):
+    copy = copy_bundle(bundle, tmp_path)
+    damage(copy)
+    result = run_predict(str(copy), "--variant", "fp32", "text")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alembert: error: ") and message in lines[0], result.stderr
+
+
+def test_bench_reports_variants_and_pytorch_ratio_in_one_run(bundle, tmp_path, capsys):
+    bench_main([str(bundle), "--batches", "1", "2", "--seqs", "8", "--runs", "3", "--warmup", "1", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    assert {(r["runtime"], r["batch"]) for r in rows} == {(n, b) for n in ("pytorch", "fp32", "optimized", "int8_dynamic") for b in (1, 2)}
+    assert all(r["p90_ms"] >= r["p50_ms"] > 0 and r["speedup_vs_pytorch"] > 0 for r in rows)
+    summary = {r["runtime"]: r for r in json.loads((tmp_path / "bench_summary.json").read_text())}
+    assert summary["int8_dynamic"]["size_mb"] < summary["fp32"]["size_mb"]
+    assert all(r["peak_rss_mb"] and r["peak_rss_mb"] > 10 for r in summary.values())
+    assert "speedup_vs_pytorch" in capsys.readouterr().out
