@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -145,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     print(save_table(summary, SUMMARY_COLUMNS, out, "bench_summary"))
     print()
     print(save_table(rows, COLUMNS, out, "bench"))
-    print(f"\nthreads={config.threads}, runs={config.runs} per shape, round-robin; written to {out}/bench*.md|json")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nthreads={config.threads}, runs={config.runs} per shape, round-robin; load average {load} "
+          f"on {os.cpu_count()} CPUs (figures are only comparable within one run); written to {out}/bench*.md|json")
 
 
 if __name__ == "__main__":
