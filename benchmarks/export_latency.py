@@ -55,7 +55,7 @@ def main() -> None:
     for label, bundle in bundles.items():
         manifest = json.loads((bundle / "manifest.json").read_text())
         timing, _ = bench(BenchConfig(bundle, variants=("optimized", "int8_dynamic", "int8_static"), batches=(1,), seqs=(64,),
-                                      runs=args.runs))
+                                      runs=args.runs, memory=False))
         speed = {r["runtime"]: r for r in timing}
         for name in ("int8_dynamic", "int8_static"):
             entry = manifest["variants"][name]

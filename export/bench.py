@@ -39,6 +39,7 @@ class BenchConfig:
     threads: int = 2
     model: str | None = None
     pytorch: bool = True
+    memory: bool = True
     out: Path | None = None
 
 
@@ -53,12 +54,13 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default=None, help="PyTorch model directory (default: the manifest's source_model)")
     parser.add_argument("--no-pytorch", dest="pytorch", action="store_false")
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory probes")
     parser.add_argument("--out", type=Path, default=None, help="where bench.md/bench.json go (default: BUNDLE/bench)")
     args = parser.parse_args(argv)
     if args.runs < 2 or min(args.batches + args.seqs) < 1:
         raise fail("--runs must be at least 2 and batch/sequence sizes positive", "e.g. --runs 20 --batches 1 8 --seqs 32")
     return BenchConfig(args.bundle, tuple(args.variants) if args.variants else None, tuple(args.batches), tuple(args.seqs),
-                       args.runs, args.warmup, args.threads, args.model, args.pytorch, args.out)
+                       args.runs, args.warmup, args.threads, args.model, args.pytorch, args.memory, args.out)
 
 
 def load_runners(config: BenchConfig, manifest: dict) -> tuple[dict, dict[str, float], dict[str, str]]:
@@ -128,12 +130,13 @@ def bench(config: BenchConfig) -> tuple[list[dict], list[dict]]:
                              "throughput_per_s": timing.throughput,
                              "speedup_vs_pytorch": base.p50_ms / timing.p50_ms if base else ""})
     summary = []
-    for name in tqdm(runners, desc="peak memory", unit="model"):
+    for name in tqdm(runners, desc="peak memory" if config.memory else "summary", unit="model"):
         kind = PYTORCH if name == PYTORCH else "onnx"
         entry = manifest["variants"].get(name, manifest.get(PYTORCH, {}))
         goal = next((r for r in rows if r["runtime"] == name and r["batch"] == 1 and r["seq"] == 64), {})
         summary.append({"runtime": name, "size_mb": sizes[name],
-                        "peak_rss_mb": peak_memory(kind, paths[name], max(config.batches), max(config.seqs), config.threads),
+                        "peak_rss_mb": peak_memory(kind, paths[name], max(config.batches), max(config.seqs), config.threads)
+                        if config.memory else "",
                         "metric": entry.get("metric", ""), "p50_ms_b1_s64": goal.get("p50_ms", ""),
                         "speedup_b1_s64": goal.get("speedup_vs_pytorch", "")})
     return rows, summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: s
         accepted = {BASE: work / BASE_FILE}
         for variant in tqdm(variants, desc="export variants", unit="variant"):
             if variant.needs_data and task is None:
-                entries[variant.name] = {"skipped": "needs task data for calibration: pass data=demo or data.task=files ..."}
+                entries[variant.name] = {"skipped": "needs task data for calibration: pass data.task=demo, or data.task=files data.train=... data.dev=..."}
                 continue
             ctx = BuildContext(work, dict(accepted), heads, hidden, config, task.calibration if task else ())
             candidates = variant.build(ctx, work / variant.filename)
@@ -106,7 +107,7 @@ def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: s
 def accept(name: str, precision: str, candidates, judge: Judge, base_entry: dict | None) -> dict:
     """Check candidates in order and return the manifest entry of the first that passes; fail if none does."""
     rejected = []
-    for candidate in candidates:
+    for candidate in guarded(name, candidates):
         entry, problem = check(precision, candidate, judge, base_entry)
         if problem is None:
             entry["notes"] = list(candidate.notes) + [f"rejected first: {r}" for r in rejected]
@@ -116,17 +117,30 @@ def accept(name: str, precision: str, candidates, judge: Judge, base_entry: dict
                "nothing was written; drop the variant (variants=[...]) or loosen tolerances.* if the difference is acceptable")
 
 
+def guarded(name: str, candidates: Iterator[Candidate]) -> Iterator[Candidate]:
+    """Pass candidates through; a builder crash (onnxruntime's tools raise many types) becomes one line naming the variant."""
+    try:
+        yield from candidates
+    except AlembertError:
+        raise
+    except Exception as err:
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise fail(f"building export variant '{name}' failed: {type(err).__name__}: {detail}",
+                   f"leave '{name}' out of variants=[...] for this model; set ALEMBERT_DEBUG=1 for the traceback") from err
+
+
 def check(precision: str, candidate: Candidate, judge: Judge, base_entry: dict | None) -> tuple[dict, str | None]:
     """Parity against PyTorch for every precision; int8 is also held to the task metric of fp32."""
     tolerances = judge.config.tolerances
     tolerance = {"fp32": tolerances.fp32, "fp16": tolerances.fp16, "int8": tolerances.int8_logits}[precision]
     try:
-        diff = checks.max_abs_diff(candidate.path, judge.parity)
+        comparison = checks.compare(candidate.path, judge.parity)
     except AlembertError as err:
         return {}, f"{candidate.notes[0] if candidate.notes else candidate.path.name}: {err}"
+    diff = comparison.max_abs_diff
     entry = {"file": candidate.path.name, "precision": precision, "size_mb": round(candidate.path.stat().st_size / 1e6, 3),
              "opset": opset_of(candidate.path), "max_abs_diff": diff, "tolerance": tolerance,
-             "agreement": checks.argmax_agreement(candidate.path, judge.parity)}
+             "agreement": comparison.agreement}
     if not diff <= tolerance:
         return entry, f"max abs difference from PyTorch {diff:.3g} exceeds the {precision} tolerance {tolerance:g}"
     if judge.task is not None:

@@ -73,23 +73,21 @@ def session(path: Path, threads: int = 0) -> ort.InferenceSession:
                    "the graph is invalid; set ALEMBERT_DEBUG=1 and report the model family and pass") from err
 
 
-def max_abs_diff(path: Path, parity: ParitySet) -> float:
-    """Largest |onnx - torch| over every parity batch; NaN counts as infinitely far."""
+@dataclass(frozen=True)
+class Comparison:
+    max_abs_diff: float
+    agreement: float  # share of rows whose predicted class matches PyTorch's
+
+
+def compare(path: Path, parity: ParitySet) -> Comparison:
+    """Largest |onnx - torch| over every parity batch, and argmax agreement; NaN or a wrong shape is infinitely far."""
     runner = session(path)
-    worst = 0.0
+    worst, same, total = 0.0, 0, 0
     for feed, reference in zip(parity.feeds, parity.reference):
         output = runner.run(None, feed)[0].astype(np.float32)
         if output.shape != reference.shape or not np.all(np.isfinite(output)):
-            return float("inf")
+            return Comparison(float("inf"), 0.0)
         worst = max(worst, float(np.max(np.abs(output - reference))))
-    return worst
-
-
-def argmax_agreement(path: Path, parity: ParitySet) -> float:
-    runner = session(path)
-    same = total = 0
-    for feed, reference in zip(parity.feeds, parity.reference):
-        output = runner.run(None, feed)[0]
         same += int(np.sum(output.argmax(-1) == reference.argmax(-1)))
         total += len(reference)
-    return same / total
+    return Comparison(worst, same / total)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,52 +12,22 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from transformers import AlbertConfig, AutoModelForSequenceClassification, AutoTokenizer, BertTokenizerFast
+from transformers import AlbertConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import LABELS, tiny_config, tiny_tokenizer
+from conftest import LABELS, tiny_tokenizer
 from distill.data import DataConfig
 from distill.demo import DemoConfig
 from distill.errors import AlembertError
 from export import variants as variant_registry
 from export.bundle import build_bundle, default_out, export_model
 from export.config import CalibrationConfig, ExportConfig, LatencyConfig, ParityConfig
+from export.parity import Comparison
 from export.runtime import Predictor
 
 FAST = dict(parity=ParityConfig(batch_sizes=(1, 3), max_lengths=(8, 40), samples=12),
             latency=LatencyConfig(runs=2, warmup=1, seq_len=16))
 TINY_DEMO = DataConfig(task="demo", max_length=40, demo=DemoConfig(train_size=64, dev_size=96, test_size=8))
 TEXTS = ["the movie was wonderful", "", "the plot was not good but the music was superb " * 3, "dull"]
-
-
-def word_tokenizer(directory: Path) -> BertTokenizerFast:
-    """conftest's tiny vocabulary, loaded with `vocab=` (transformers 5 ignores `vocab_file=`, leaving 5 tokens)."""
-    tiny_tokenizer(directory)
-    tokenizer = BertTokenizerFast(vocab=str(directory / "vocab.txt"), do_lower_case=True)
-    assert len(tokenizer) > 100
-    return tokenizer
-
-
-def save_tiny_model(directory: Path, family: str, layers: int = 2) -> Path:
-    """A saved random classifier whose tokenizer knows real words, so parity runs on real token ids."""
-    tokenizer = word_tokenizer(directory / "tok")
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(tiny_config(family, len(tokenizer), layers))
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    """tiny_dir(family, layers) -> a saved model directory, made once per session (shadows conftest's fixture)."""
-    made: dict = {}
-
-    def make(family: str = "bert", layers: int = 2) -> Path:
-        if (family, layers) not in made:
-            made[family, layers] = save_tiny_model(tmp_path_factory.mktemp(f"export-{family}-{layers}"), family, layers)
-        return made[family, layers]
-
-    return make
 
 
 def manifest_of(bundle: Path) -> dict:
@@ -74,7 +45,7 @@ def assert_predictor_matches_torch(bundle: Path, model, tokenizer, variant: str 
 
 
 def tiny_albert(directory: Path):
-    tokenizer = word_tokenizer(directory / "tok")
+    tokenizer = tiny_tokenizer(directory / "tok")
     torch.manual_seed(0)
     config = AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, hidden_size=32, num_hidden_layers=3,
                           num_attention_heads=4, intermediate_size=64, max_position_embeddings=128, num_labels=2,
@@ -85,6 +56,7 @@ def tiny_albert(directory: Path):
 @pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra"])
 def test_family_exports_with_parity_and_dynamic_axes(family, tiny_dir, tmp_path):
     model_dir = tiny_dir(family, layers=2)
+    assert len(AutoTokenizer.from_pretrained(model_dir)) > 100  # real words, so parity runs on real token ids
     bundle = build_bundle(ExportConfig(model=str(model_dir), out=str(tmp_path / "b"), variants=("optimized",), **FAST))
     manifest = manifest_of(bundle)
     for name in ("fp32", "optimized"):
@@ -177,21 +149,31 @@ def test_every_variant_runs_in_the_predictor(full_bundle):
         assert all(r["label"] in LABELS and sum(r["probabilities"].values()) == pytest.approx(1.0) for r in results)
 
 
-def test_a_variant_that_fails_its_check_names_itself_and_leaves_nothing(tiny_dir, tmp_path, monkeypatch):
-    def broken(ctx, out):
-        out.write_bytes(b"not an onnx graph")
-        yield variant_registry.Candidate(out, ("broken on purpose",))
+def corrupt_graph(ctx, out):
+    out.write_bytes(b"not an onnx graph")
+    yield variant_registry.Candidate(out, ("broken on purpose",))
 
+
+def crashing_tool(ctx, out):
+    raise ValueError("Unable to find data type for weight_name=x")
+    yield
+
+
+@pytest.mark.parametrize("builder, message", [
+    (corrupt_graph, "export variant 'fp16' failed its check: broken on purpose: onnxruntime cannot load model.fp16.onnx"),
+    (crashing_tool, "building export variant 'fp16' failed: ValueError: Unable to find data type"),
+])
+def test_a_variant_that_fails_names_itself_and_leaves_nothing(builder, message, tiny_dir, tmp_path, monkeypatch):
     original = variant_registry.VARIANTS["fp16"]
-    monkeypatch.setitem(variant_registry.VARIANTS, "fp16", variant_registry.Variant("fp16", original.filename, "fp16", broken))
+    monkeypatch.setitem(variant_registry.VARIANTS, "fp16", variant_registry.Variant("fp16", original.filename, "fp16", builder))
     out = tmp_path / "out" / "bundle"
-    with pytest.raises(AlembertError, match="export variant 'fp16' failed its check"):
+    with pytest.raises(AlembertError, match=re.escape(message)):
         build_bundle(ExportConfig(model=str(tiny_dir("bert", layers=2)), out=str(out), variants=("fp16",), **FAST))
     assert not out.exists() and list(out.parent.iterdir()) == []  # no half-written bundle, no temp directory
 
 
 def test_fp32_parity_beyond_tolerance_fails_with_the_difference(tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr("export.parity.max_abs_diff", lambda path, parity: 3e-3)
+    monkeypatch.setattr("export.parity.compare", lambda path, parity: Comparison(3e-3, 1.0))
     with pytest.raises(AlembertError, match=r"export variant 'fp32' failed its check: max abs difference from PyTorch 0\.003"):
         build_bundle(ExportConfig(model=str(tiny_dir("bert", layers=2)), out=str(tmp_path / "b"), variants=(), **FAST))
     assert not (tmp_path / "b").exists()
@@ -228,6 +210,11 @@ def test_data_with_foreign_labels_is_refused(tiny_dir, tmp_path):
                           data=DataConfig(task="files", train=str(data), dev=str(data)))
     with pytest.raises(AlembertError, match=r"labels \['no', 'yes'\] match neither"):
         build_bundle(config)
+
+
+def test_registering_a_variant_name_twice_is_refused():
+    with pytest.raises(AlembertError, match="export variant 'fp16' is registered twice"):
+        variant_registry.register("fp16", precision="fp16")(corrupt_graph)
 
 
 def test_default_output_sits_beside_the_model(tmp_path):

@@ -19,7 +19,7 @@ from export.bundle import build_bundle
 from export.config import ExportConfig, LatencyConfig, ParityConfig
 from export.predict import predict_lines, read_jsonl
 from export.runtime import Predictor
-from test_export import LABELS, save_tiny_model
+from test_export import LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(parity=ParityConfig(batch_sizes=(1, 3), max_lengths=(8, 40), samples=12),
@@ -36,8 +36,8 @@ BLOCK_HEAVY = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    model_dir = save_tiny_model(tmp_path_factory.mktemp("runtime-model"), "bert", layers=2)
+def bundle(tiny_dir, tmp_path_factory) -> Path:
+    model_dir = tiny_dir("bert", layers=2)
     out = tmp_path_factory.mktemp("runtime") / "bundle"
     return build_bundle(ExportConfig(model=str(model_dir), out=str(out), variants=("optimized", "int8_dynamic"), max_length=32, **FAST))
 
