@@ -4,7 +4,7 @@ Importing the package registers every pass; `run_pipeline` runs a list of them w
 """
 
 from compress.factorize import FactorizeEmbeddingsConfig
-from compress.io import load_compressed, save_compressed
+from compress.saving import load_compressed, save_compressed
 from compress.layers import DropLayersConfig
 from compress.pipeline import RecoveryConfig, Step, TaskLoaders, run_pipeline
 from compress.prune import PruneFfnConfig, PruneHeadsConfig

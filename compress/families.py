@@ -28,7 +28,7 @@ LAYER_PARTS = {
     "albert": {"self_attention": "attention", "query": "attention.query", "key": "attention.key", "value": "attention.value",
                "attention_out": "attention.dense", "ffn_in": "ffn", "ffn_out": "ffn_output"},
 }
-HISTORY_KEY = "alembert_compression"  # pass records kept in config.json, read back by compress.io
+HISTORY_KEY = "alembert_compression"  # pass records kept in config.json, read back by compress.saving
 
 
 def family(model: nn.Module) -> str:

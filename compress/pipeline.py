@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from compress import catalog  # noqa: F401  (registers every pass)
-from compress.io import load_compressed, save_compressed
+from compress.saving import load_compressed, save_compressed
 from compress.quantize import CastConfig, QuantizeDynamicConfig
 from compress.registry import apply, name_of
 from compress.report import COLUMNS, logits_on, measure, reference_inputs

@@ -33,8 +33,11 @@ from compress.families import LAYER_PARTS, check_ratio, part, prunable_layers, r
 from compress.registry import register_pass
 from distill.errors import fail
 
-IMPORTANCE = ("magnitude", "taylor")
-SCOPES = ("per_layer", "global")
+# name -> (torch-pruning scorer factory, whether it reads task-loss gradients)
+IMPORTANCE = {
+    "magnitude": (lambda: tp.importance.GroupMagnitudeImportance(p=2), False),
+    "taylor": (tp.importance.GroupTaylorImportance, True),
+}
 
 
 @dataclass(frozen=True)
@@ -103,11 +106,10 @@ def dependency_graph(model: nn.Module) -> tp.DependencyGraph:
 def group_scores(model: nn.Module, config, batches, what: str, roots: list[nn.Module]) -> tuple[tp.DependencyGraph, list[Tensor]]:
     """Importance of each output channel of each root, over its whole torch-pruning dependency group."""
     graph = dependency_graph(model)
-    if config.importance == "taylor":
+    make_scorer, needs_gradients = IMPORTANCE[config.importance]
+    if needs_gradients:
         _accumulate_taylor_gradients(model, batches, config.taylor_batches, what)
-        scorer = tp.importance.GroupTaylorImportance()
-    else:
-        scorer = tp.importance.GroupMagnitudeImportance(p=2)
+    scorer = make_scorer()
     scores = []
     for root in roots:
         group = graph.get_pruning_group(root, _out_pruner(root), idxs=list(range(_out_width(root))))
@@ -122,10 +124,11 @@ def prune_out_channels(graph: tp.DependencyGraph, root: nn.Module, idxs: list[in
         graph.get_pruning_group(root, _out_pruner(root), idxs=idxs).prune()
 
 
-def select_units(scores: list[Tensor], ratio: float, scope: str) -> list[list[int]]:
-    """Indices to remove per layer: the lowest-scoring `ratio` of units, never a layer's last one."""
-    if scope == "per_layer":
-        return [torch.argsort(s)[: min(math.floor(ratio * len(s)), len(s) - 1)].tolist() for s in scores]
+def _lowest_per_layer(scores: list[Tensor], ratio: float) -> list[list[int]]:
+    return [torch.argsort(s)[: min(math.floor(ratio * len(s)), len(s) - 1)].tolist() for s in scores]
+
+
+def _lowest_overall(scores: list[Tensor], ratio: float) -> list[list[int]]:
     budget = math.floor(ratio * sum(len(s) for s in scores))
     ranked = sorted((float(value), layer, unit) for layer, s in enumerate(scores) for unit, value in enumerate(s.tolist()))
     removed: list[list[int]] = [[] for _ in scores]
@@ -136,6 +139,14 @@ def select_units(scores: list[Tensor], ratio: float, scope: str) -> list[list[in
             removed[layer].append(unit)
             budget -= 1
     return removed
+
+
+SCOPES = {"per_layer": _lowest_per_layer, "global": _lowest_overall}
+
+
+def select_units(scores: list[Tensor], ratio: float, scope: str) -> list[list[int]]:
+    """Indices to remove per layer: the lowest-scoring `ratio` of units, never a layer's last one."""
+    return SCOPES[scope](scores, ratio)
 
 
 @register_pass("prune_heads", PruneHeadsConfig)

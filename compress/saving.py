@@ -47,7 +47,7 @@ def load_compressed(model_dir: str | Path) -> nn.Module:
     passes = [entry.get("pass") for entry in getattr(config, HISTORY_KEY, None) or []]
     if "quantize_dynamic" not in passes:
         raise fail(f"{model_dir} has {INT8_WEIGHTS} but its config records no quantize_dynamic pass",
-                   "re-save the model with compress.io.save_compressed")
+                   "re-save the model with compress.saving.save_compressed")
     model = quantize_linear_int8(AutoModelForSequenceClassification.from_config(config).eval())
     # weights_only=False: packed int8 parameters are not plain tensors; only load files you wrote.
     model.load_state_dict(torch.load(model_dir / INT8_WEIGHTS, weights_only=False))

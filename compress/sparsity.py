@@ -12,7 +12,18 @@ from compress.families import check_ratio, record, require_float32
 from compress.registry import register_pass
 from distill.errors import fail
 
-SCOPES = ("global", "per_layer")
+
+
+def _global(targets: list[tuple[nn.Module, str]], amount: float) -> None:
+    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
+
+
+def _per_layer(targets: list[tuple[nn.Module, str]], amount: float) -> None:
+    for module, name in targets:
+        prune.l1_unstructured(module, name, amount=amount)
+
+
+SCOPES = {"global": _global, "per_layer": _per_layer}
 
 
 @dataclass(frozen=True)
@@ -46,11 +57,7 @@ def magnitude_sparsity(model: nn.Module, config: SparsityConfig, *, batches=None
     if config.scope not in SCOPES:
         raise fail(f"sparsity.scope={config.scope} is unknown", f"use one of {', '.join(SCOPES)}")
     targets = [(linear, "weight") for linear in prunable_linears(model)]
-    if config.scope == "global":
-        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=config.sparsity)
-    else:
-        for module, name in targets:
-            prune.l1_unstructured(module, name, amount=config.sparsity)
+    SCOPES[config.scope](targets, config.sparsity)
     for module, name in targets:
         prune.remove(module, name)  # fold the mask into the weight: a plain tensor that save_pretrained writes
     achieved = linear_sparsity(model)

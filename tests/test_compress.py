@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_config, tiny_tokenizer
-from transformers import AutoModelForSequenceClassification, BertTokenizer
+from transformers import AutoModelForSequenceClassification
 
 from compress import catalog  # noqa: F401  (registers every pass)
 from compress.cli import CompressConfig, build_steps, run, task_loaders
 from compress.factorize import FactorizeEmbeddingsConfig
-from compress.io import INT8_WEIGHTS, load_compressed, save_compressed
+from compress.saving import INT8_WEIGHTS, load_compressed, save_compressed
 from compress.hidden import PruneHiddenConfig
 from compress.layers import DropLayersConfig
 from compress.pipeline import RecoveryConfig, Step, run_pipeline
@@ -35,9 +35,7 @@ TINY_DATA = DataConfig(task="demo", max_length=24, demo=DemoConfig(train_size=96
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("compress-tok")
-    tiny_tokenizer(directory)  # writes vocab.txt; BertTokenizer(vocab=path) reads it under transformers 5
-    return BertTokenizer(vocab=str(directory / "vocab.txt"), do_lower_case=True)
+    return tiny_tokenizer(tmp_path_factory.mktemp("compress-tok"))
 
 
 @pytest.fixture
@@ -305,6 +303,18 @@ def test_a_second_handler_for_the_same_config_is_refused():
                                     SparsityConfig(sparsity=1.0)])
 def test_ratios_outside_zero_one_are_refused(config, make_model):
     with pytest.raises(AlembertError, match=r"outside \[0, 1\)"):
+        apply(make_model("bert"), config)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    (PruneFfnConfig(scope="everywhere"), "prune_ffn.scope=everywhere is unknown; use one of per_layer, global"),
+    (PruneHeadsConfig(importance="random"), "prune_heads.importance=random is unknown; use one of magnitude, taylor"),
+    (DropLayersConfig(strategy="middle"), "drop_layers.strategy=middle is unknown"),
+    (ShareLayersConfig(groups=5), "groups=5 must be between 1 and the model's 4 layers"),
+    (FactorizeEmbeddingsConfig(embedding_size=64), "must be between 2 and the current width 32"),
+])
+def test_bad_settings_name_the_setting_and_the_fix(config, message, make_model):
+    with pytest.raises(AlembertError, match=message):
         apply(make_model("bert"), config)
 
 

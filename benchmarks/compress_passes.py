@@ -1,0 +1,92 @@
+"""Figures for the compression passes: accuracy, parameters, size, FLOPs and latency, before and after
+each pass and after recovery distillation (the uncompressed model is the teacher).
+
+    python benchmarks/compress_passes.py --model /tmp/run1/student --data demo
+    python benchmarks/compress_passes.py --model /path/to/sst2/student --data /work/shared/data/sst2
+
+Every scenario starts again from the given model. `--data` is "demo" or a folder with SST-2-style
+train.tsv and test.tsv (sentence, label; test.tsv is GLUE's labelled validation set, used as the
+metric split). Latency is batch 1 at sequence length 64 on this CPU, median of 50 runs: on a shared
+machine compare rows of one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from compress import catalog  # noqa: F401  (registers every pass)
+from compress.cli import task_loaders
+from compress.pipeline import RecoveryConfig, run_pipeline
+from compress.registry import config_from_name
+from distill.data import DataConfig
+from distill.demo import DemoConfig
+from distill.engine import TrainConfig
+from distill.losses import KDConfig
+from distill.models import load_model_dir, load_tokenizer
+from distill.report import latency_ms, markdown_table
+
+SCENARIOS = {
+    "prune_heads 50%": [("prune_heads", {"ratio": 0.5, "scope": "global"})],
+    "prune_ffn 50%": [("prune_ffn", {"ratio": 0.5})],
+    "prune_hidden 25%": [("prune_hidden", {"ratio": 0.25})],
+    "drop_layers top 1": [("drop_layers", {"strategy": "top", "count": 1})],
+    "sparsity 50%": [("sparsity", {"sparsity": 0.5})],
+    "share_layers G=1": [("share_layers", {"groups": 1})],
+    "factorize E=128": [("factorize_embeddings", {"embedding_size": 128})],
+    "quantize_dynamic": [("quantize_dynamic", {})],
+    "cast fp16": [("cast", {"dtype": "fp16"})],
+    "combined": [("prune_ffn", {"ratio": 0.5}), ("prune_hidden", {"ratio": 0.25}), ("share_layers", {"groups": 1}),
+                 ("factorize_embeddings", {"embedding_size": 128}), ("quantize_dynamic", {})],
+}
+COLUMNS = ["scenario", "step", "accuracy", "params", "non_embedding_params", "size_mb", "gflops", "latency_ms"]
+
+
+def data_config(data: str, train_examples: int) -> DataConfig:
+    if data == "demo":
+        return DataConfig(task="demo", max_length=64, max_train_examples=train_examples,
+                          demo=DemoConfig(train_size=4000, dev_size=500, test_size=500))
+    folder = Path(data)
+    return DataConfig(task="files", train=str(folder / "train.tsv"), dev=str(folder / "test.tsv"), max_length=64,
+                      max_train_examples=train_examples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="/tmp/run1/student")
+    parser.add_argument("--data", default="demo")
+    parser.add_argument("--train-examples", type=int, default=2000, help="training rows for recovery and Taylor")
+    parser.add_argument("--recovery-epochs", type=int, default=1)
+    parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    parser.add_argument("--out", default=None, help="where to write compress_results_<data>.{md,json}")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    base, tokenizer = load_model_dir(args.model).eval(), load_tokenizer(args.model)
+    data = task_loaders(data_config(args.data, args.train_examples), tokenizer, base, batch_size=32)
+    recovery = RecoveryConfig(at_end=True, kd=KDConfig(temperature=2.0, alpha=0.5),
+                              train=TrainConfig(epochs=args.recovery_epochs, batch_size=32, lr=5e-5))
+    rows = []
+    for scenario in args.scenarios:
+        steps = [config_from_name(name, settings) for name, settings in SCENARIOS[scenario]]
+        start = time.perf_counter()
+        model, scenario_rows = run_pipeline(copy.deepcopy(base), tokenizer, steps, data=data, recovery=recovery)
+        for row in scenario_rows if not rows else scenario_rows[1:]:  # the input row once
+            # a second, longer latency measurement: 50 runs instead of the pipeline's quick 20
+            rows.append({"scenario": scenario if row["step"] != "input" else "-", "accuracy": row.get("metric"), **row})
+        rows[-1]["latency_ms"] = round(latency_ms(model, seq_len=64, runs=50, warmup=5), 2)
+        print(f"{scenario}: {time.perf_counter() - start:.0f}s", flush=True)
+    name = "demo" if args.data == "demo" else Path(args.data).name
+    out = Path(args.out or Path(__file__).parent)
+    table = markdown_table(rows, COLUMNS)
+    (out / f"compress_results_{name}.md").write_text(f"model: {args.model}, data: {args.data}\n\n{table}\n")
+    (out / f"compress_results_{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
