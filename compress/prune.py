@@ -211,3 +211,41 @@ def pad_ffn(model: nn.Module, layer: nn.Module, width: int) -> None:
     grown_out.bias.copy_(outer.bias)
     replace_part(model, layer, "ffn_in", grown_in)
     replace_part(model, layer, "ffn_out", grown_out)
+
+
+def _dead_heads(model: nn.Module, layer: nn.Module) -> list[int]:
+    attention = part(model, layer, "self_attention")
+    rows = torch.stack([part(model, layer, role).weight.abs().sum(dim=1) + part(model, layer, role).bias.abs()
+                        for role in ("query", "key", "value")]).sum(dim=0)
+    per_head = rows.view(-1, attention.attention_head_size).sum(dim=1)
+    dead = [h for h in range(len(per_head)) if per_head[h] == 0]
+    return dead[: len(per_head) - 1]
+
+
+def _dead_neurons(model: nn.Module, layer: nn.Module) -> list[int]:
+    inner = part(model, layer, "ffn_in")
+    alive = inner.weight.abs().sum(dim=1) + inner.bias.abs() + part(model, layer, "ffn_out").weight.abs().sum(dim=0)
+    dead = [i for i in range(len(alive)) if alive[i] == 0]
+    return dead[: len(alive) - 1]
+
+
+def compact_for_export(model: nn.Module) -> nn.Module:
+    """Physically remove zeroed heads and padded FFN neurons, layer by layer, for an in-memory export.
+
+    The result computes the same logits with fewer weights, and layers may then differ in head and FFN
+    counts, which stock configs cannot describe: export it (ONNX) or run it, but do not save_pretrained it.
+    """
+    require_family(model, tuple(LAYER_PARTS), "compact_for_export")
+    require_float32(model, "compact_for_export")
+    layers = prunable_layers(model, "compact_for_export")
+    graph = dependency_graph(model)
+    for layer in layers:
+        attention = part(model, layer, "self_attention")
+        width = attention.attention_head_size
+        dead = _dead_heads(model, layer)
+        prune_out_channels(graph, part(model, layer, "query"), [h * width + i for h in dead for i in range(width)])
+        attention.num_attention_heads -= len(dead)
+        attention.all_head_size = attention.num_attention_heads * width
+        prune_out_channels(graph, part(model, layer, "ffn_in"), _dead_neurons(model, layer))
+    model.alembert_compact = True  # save_compressed refuses it: its shapes no longer match its config
+    return model

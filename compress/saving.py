@@ -25,6 +25,9 @@ INT8_WEIGHTS = "model_int8.pt"
 
 def save_compressed(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
     """Write `model` so that `load_compressed` (and, for float models, AutoModel*.from_pretrained) reads it back."""
+    if getattr(model, "alembert_compact", False):
+        raise fail("this model was compacted for export and its layers no longer match its config",
+                   "save the model from before compact_for_export, and compact it again after loading")
     if not is_quantized(model):
         return save_model(model, tokenizer, out_dir)
     with atomic_dir(out_dir) as tmp:

@@ -18,7 +18,7 @@ from compress.saving import INT8_WEIGHTS, load_compressed, save_compressed
 from compress.hidden import PruneHiddenConfig
 from compress.layers import DropLayersConfig
 from compress.pipeline import RecoveryConfig, Step, run_pipeline
-from compress.prune import PruneFfnConfig, PruneHeadsConfig
+from compress.prune import PruneFfnConfig, PruneHeadsConfig, compact_for_export
 from compress.quantize import CastConfig, QuantizeDynamicConfig
 from compress.registry import apply, config_from_name, register_pass
 from compress.report import parameter_counts, serialized_mb
@@ -170,6 +170,20 @@ def test_hidden_pruning_works_on_shared_albert_layers(make_model, tokenizer, bat
     model = apply(apply(make_model("bert"), ShareLayersConfig(groups=2)), PruneHiddenConfig(ratio=0.5))
     assert model.config.hidden_size == 16 and model.config.embedding_size == 32
     assert_round_trip(model, tokenizer, batch, tmp_path / "narrow-albert")
+
+
+def test_compacting_for_export_drops_zero_heads_and_padding_without_changing_logits(make_model, batch, tmp_path):
+    model = apply(make_model("roberta"), PruneHeadsConfig(ratio=0.5, scope="global"))
+    model = apply(model, PruneFfnConfig(ratio=0.5, scope="global"))
+    history = model.config.alembert_compression
+    compact = compact_for_export(copy.deepcopy(model))
+    torch.testing.assert_close(logits(compact, batch), logits(model, batch), rtol=0, atol=1e-6)
+    layers = compact.roberta.encoder.layer
+    assert [layer.attention.self.num_attention_heads for layer in layers] == history[0]["heads_per_layer"]
+    assert [layer.intermediate.dense.out_features for layer in layers] == history[1]["neurons_per_layer"]
+    assert parameter_counts(compact)["params"] < parameter_counts(model)["params"]
+    with pytest.raises(AlembertError, match="compacted for export"):
+        save_compressed(compact, None, tmp_path / "compact")
 
 
 def test_global_selection_keeps_at_least_one_head_in_every_layer(make_model):
