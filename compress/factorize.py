@@ -33,6 +33,11 @@ class FactorizeEmbeddingsConfig:
 
     embedding_size: int = 128
 
+    def __post_init__(self):
+        if self.embedding_size < 2:
+            raise fail(f"factorize_embeddings.embedding_size={self.embedding_size} must be at least 2",
+                       "choose E such as 128 (one dimension is spent on the LayerNorm centring)")
+
 
 def mean_free_basis(width: int) -> Tensor:
     """`width` x (width - 1) orthonormal columns, all orthogonal to the all-ones vector."""

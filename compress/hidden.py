@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compress.families import LAYER_PARTS, check_ratio, family, part, prunable_layers, record, require_family, require_float32
-from compress.prune import IMPORTANCE, group_scores, prune_out_channels
+from compress.families import LAYER_PARTS, family, part, prunable_layers, record, require_family, require_float32
+from compress.prune import check_settings, group_scores, prune_out_channels
 from compress.registry import register_pass
-from distill.errors import fail
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,9 @@ class PruneHiddenConfig:
     ratio: float = 0.25
     importance: str = "magnitude"  # magnitude | taylor (taylor needs task data)
     taylor_batches: int = 4
+
+    def __post_init__(self):
+        check_settings(self, "prune_hidden")
 
 
 def residual_root(model: nn.Module) -> nn.Module:
@@ -64,9 +66,6 @@ def lowest(scores: torch.Tensor, count: int) -> list[int]:
 def prune_hidden(model: nn.Module, config: PruneHiddenConfig, *, batches=None) -> nn.Module:
     require_float32(model, "prune_hidden")
     require_family(model, tuple(LAYER_PARTS), "prune_hidden")
-    check_ratio(config.ratio, "prune_hidden.ratio")
-    if config.importance not in IMPORTANCE:
-        raise fail(f"prune_hidden.importance={config.importance} is unknown", f"use one of {', '.join(IMPORTANCE)}")
     heads, hidden = model.config.num_attention_heads, model.config.hidden_size
     width = hidden // heads
     new_width = max(1, round(width * (1 - config.ratio)))

@@ -22,6 +22,12 @@ class DropLayersConfig:
     count: int = 1
     layers: tuple[int, ...] = ()
 
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise fail(f"drop_layers.strategy={self.strategy} is unknown", f"use one of {', '.join(STRATEGIES)}")
+        if self.strategy == "explicit" and not self.layers:
+            raise fail("drop_layers.strategy=explicit needs drop_layers.layers", "list the layers to drop, e.g. layers=[0,2]")
+
 
 def _top(total: int, config: DropLayersConfig) -> list[int]:
     if not 0 <= config.count < total:
@@ -47,8 +53,6 @@ STRATEGIES = {"top": _top, "alternate": _alternate, "explicit": _explicit}
 
 
 def layers_to_drop(total: int, config: DropLayersConfig) -> list[int]:
-    if config.strategy not in STRATEGIES:
-        raise fail(f"drop_layers.strategy={config.strategy} is unknown", f"use one of {', '.join(STRATEGIES)}")
     return STRATEGIES[config.strategy](total, config)
 
 

@@ -49,6 +49,9 @@ class PruneHeadsConfig:
     scope: str = "per_layer"  # per_layer | global
     taylor_batches: int = 4
 
+    def __post_init__(self):
+        check_settings(self, "prune_heads")
+
 
 @dataclass(frozen=True)
 class PruneFfnConfig:
@@ -59,14 +62,23 @@ class PruneFfnConfig:
     scope: str = "per_layer"
     taylor_batches: int = 4
 
+    def __post_init__(self):
+        check_settings(self, "prune_ffn")
 
-def check_settings(model: nn.Module, config, what: str) -> None:
+
+def check_settings(config, what: str) -> None:
+    """Fail at config time, before any model is loaded, on a bad ratio, importance or scope."""
+    check_ratio(config.ratio, f"{what}.ratio")
+    for key, value, valid in (("importance", config.importance, IMPORTANCE), ("scope", getattr(config, "scope", None), SCOPES)):
+        if value is not None and value not in valid:
+            raise fail(f"{what}.{key}={value} is unknown", f"use one of {', '.join(valid)}")
+    if config.taylor_batches < 1:
+        raise fail(f"{what}.taylor_batches={config.taylor_batches} must be at least 1", "use a few batches, e.g. 4")
+
+
+def check_model(model: nn.Module, what: str) -> None:
     require_float32(model, what)
     require_family(model, tuple(LAYER_PARTS), what)
-    check_ratio(config.ratio, f"{what}.ratio")
-    for key, value, valid in (("importance", config.importance, IMPORTANCE), ("scope", config.scope, SCOPES)):
-        if value not in valid:
-            raise fail(f"{what}.{key}={value} is unknown", f"use one of {', '.join(valid)}")
 
 
 def _example_inputs(model: nn.Module) -> dict[str, Tensor]:
@@ -151,7 +163,7 @@ def select_units(scores: list[Tensor], ratio: float, scope: str) -> list[list[in
 
 @register_pass("prune_heads", PruneHeadsConfig)
 def prune_heads(model: nn.Module, config: PruneHeadsConfig, *, batches=None) -> nn.Module:
-    check_settings(model, config, "prune_heads")
+    check_model(model, "prune_heads")
     layers = prunable_layers(model, "prune_heads")
     heads = model.config.num_attention_heads
     _, scores = group_scores(model, config, batches, "prune_heads", [part(model, layer, "query") for layer in layers])
@@ -180,7 +192,7 @@ def zero_heads(model: nn.Module, layer: nn.Module, dead: list[int]) -> None:
 
 @register_pass("prune_ffn", PruneFfnConfig)
 def prune_ffn(model: nn.Module, config: PruneFfnConfig, *, batches=None) -> nn.Module:
-    check_settings(model, config, "prune_ffn")
+    check_model(model, "prune_ffn")
     layers = prunable_layers(model, "prune_ffn")
     roots = [part(model, layer, "ffn_in") for layer in layers]
     graph, scores = group_scores(model, config, batches, "prune_ffn", roots)

@@ -33,6 +33,10 @@ class CastConfig:
 
     dtype: str = "fp16"
 
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise fail(f"cast.dtype={self.dtype} is unknown", f"use one of {', '.join(DTYPES)}")
+
 
 def quantize_linear_int8(model: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
@@ -50,7 +54,5 @@ def quantize_dynamic(model: nn.Module, config: QuantizeDynamicConfig, *, batches
 @register_pass("cast", CastConfig)
 def cast(model: nn.Module, config: CastConfig, *, batches=None) -> nn.Module:
     require_float32(model, "cast")
-    if config.dtype not in DTYPES:
-        raise fail(f"cast.dtype={config.dtype} is unknown", f"use one of {', '.join(DTYPES)}")
     record(model, {"pass": "cast", "dtype": config.dtype})
     return model.to(DTYPES[config.dtype])

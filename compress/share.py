@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from compress.albert import to_albert
+from compress.albert import INIT_MODES, to_albert
 from compress.families import record, require_float32
 from compress.registry import register_pass
+from distill.errors import fail
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,12 @@ class ShareLayersConfig:
 
     groups: int = 1
     init: str = "mean"
+
+    def __post_init__(self):
+        if self.init not in INIT_MODES:
+            raise fail(f"share_layers.init={self.init} is unknown", f"use one of {', '.join(INIT_MODES)}")
+        if self.groups < 1:
+            raise fail(f"share_layers.groups={self.groups} must be at least 1", "use 1 (ALBERT) up to the number of layers")
 
 
 @register_pass("share_layers", ShareLayersConfig)

@@ -37,6 +37,11 @@ class SparsityConfig:
     sparsity: float = 0.5
     scope: str = "global"
 
+    def __post_init__(self):
+        check_ratio(self.sparsity, "sparsity.sparsity")
+        if self.scope not in SCOPES:
+            raise fail(f"sparsity.scope={self.scope} is unknown", f"use one of {', '.join(SCOPES)}")
+
 
 def prunable_linears(model: nn.Module) -> list[nn.Linear]:
     head = {id(m) for name, m in model.named_modules() if name.startswith(("classifier", "pre_classifier"))}
@@ -53,9 +58,6 @@ def linear_sparsity(model: nn.Module) -> float:
 @register_pass("sparsity", SparsityConfig)
 def magnitude_sparsity(model: nn.Module, config: SparsityConfig, *, batches=None) -> nn.Module:
     require_float32(model, "sparsity")
-    check_ratio(config.sparsity, "sparsity.sparsity")
-    if config.scope not in SCOPES:
-        raise fail(f"sparsity.scope={config.scope} is unknown", f"use one of {', '.join(SCOPES)}")
     targets = [(linear, "weight") for linear in prunable_linears(model)]
     SCOPES[config.scope](targets, config.sparsity)
     for module, name in targets:

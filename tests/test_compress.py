@@ -313,29 +313,35 @@ def test_a_second_handler_for_the_same_config_is_refused():
         register_pass("prune_ffn_again", PruneFfnConfig)(lambda model, config, *, batches=None: model)
 
 
-@pytest.mark.parametrize("config", [PruneHeadsConfig(ratio=1.0), PruneFfnConfig(ratio=-0.1), PruneHiddenConfig(ratio=1.5),
-                                    SparsityConfig(sparsity=1.0)])
-def test_ratios_outside_zero_one_are_refused(config, make_model):
+@pytest.mark.parametrize(("config_type", "settings"), [(PruneHeadsConfig, {"ratio": 1.0}), (PruneFfnConfig, {"ratio": -0.1}),
+                                                     (PruneHiddenConfig, {"ratio": 1.5}), (SparsityConfig, {"sparsity": 1.0})])
+def test_ratios_outside_zero_one_are_refused(config_type, settings):
     with pytest.raises(AlembertError, match=r"outside \[0, 1\)"):
-        apply(make_model("bert"), config)
+        config_type(**settings)
 
 
-@pytest.mark.parametrize(("config", "message"), [
-    (PruneFfnConfig(scope="everywhere"), "prune_ffn.scope=everywhere is unknown; use one of per_layer, global"),
-    (PruneHeadsConfig(importance="random"), "prune_heads.importance=random is unknown; use one of magnitude, taylor"),
-    (DropLayersConfig(strategy="middle"), "drop_layers.strategy=middle is unknown"),
-    (ShareLayersConfig(groups=5), "groups=5 must be between 1 and the model's 4 layers"),
-    (FactorizeEmbeddingsConfig(embedding_size=64), "must be between 2 and the current width 32"),
+@pytest.mark.parametrize(("make_config", "message"), [
+    (lambda: PruneFfnConfig(scope="everywhere"), "prune_ffn.scope=everywhere is unknown; use one of per_layer, global"),
+    (lambda: PruneHeadsConfig(importance="random"), "prune_heads.importance=random is unknown; use one of magnitude, taylor"),
+    (lambda: DropLayersConfig(strategy="middle"), "drop_layers.strategy=middle is unknown"),
+    (lambda: CastConfig(dtype="int4"), "cast.dtype=int4 is unknown; use one of fp16, bf16"),
+    (lambda: ShareLayersConfig(groups=5), "groups=5 must be between 1 and the model's 4 layers"),
+    (lambda: FactorizeEmbeddingsConfig(embedding_size=64), "must be between 2 and the current width 32"),
 ])
-def test_bad_settings_name_the_setting_and_the_fix(config, message, make_model):
+def test_bad_settings_name_the_setting_and_the_fix(make_config, message, make_model):
     with pytest.raises(AlembertError, match=message):
-        apply(make_model("bert"), config)
+        apply(make_model("bert"), make_config())
 
 
-@pytest.mark.parametrize("config", [DropLayersConfig(strategy="top", count=4), DropLayersConfig(strategy="explicit", layers=(0, 1, 2, 3))])
-def test_dropping_every_layer_is_refused(config, make_model):
+def test_bad_settings_fail_when_the_config_is_built_before_any_model_loads():
+    with pytest.raises(AlembertError, match=r"prune_ffn.ratio=1.0 is outside \[0, 1\)"):
+        build_steps(("prune_ffn",), {"prune_ffn": {"ratio": 1.0}})
+
+
+@pytest.mark.parametrize("settings", [{"strategy": "top", "count": 4}, {"strategy": "explicit", "layers": (0, 1, 2, 3)}])
+def test_dropping_every_layer_is_refused(settings, make_model):
     with pytest.raises(AlembertError, match="keep at least one layer"):
-        apply(make_model("bert"), config)
+        apply(make_model("bert"), DropLayersConfig(**settings))
 
 
 @pytest.mark.parametrize(("family", "config"), [("distilbert", ShareLayersConfig()), ("electra", FactorizeEmbeddingsConfig(embedding_size=8))])
