@@ -14,6 +14,13 @@ from distill.errors import run_cli
 from distill.run import RunConfig, run
 
 
+# Resolvers the recipe files use: the soft-target weight is 1 - alpha, and KL takes a temperature where MSE takes none.
+OmegaConf.register_new_resolver("one_minus", lambda value: 1.0 - float(value), replace=True)
+OmegaConf.register_new_resolver(
+    "kd_params", lambda loss, temperature, scale: {"temperature": float(temperature), "scale_by_t2": bool(scale)} if loss == "kd" else {},
+    replace=True)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)

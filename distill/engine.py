@@ -53,22 +53,29 @@ def seed_everything(seed: int) -> None:
 
 
 def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: Objective, config: TrainConfig, *,
-        teacher: Teacher | CachedTeacher | None = None, desc: str = "train") -> History:
-    """Train `model` in place; at the end it holds the weights of its best dev epoch."""
+        teacher: Teacher | CachedTeacher | None = None, extra_modules: tuple[nn.Module, ...] = (),
+        keep_best: bool = True, desc: str = "train") -> History:
+    """Train `model` in place; with `keep_best` it ends holding the weights of its best dev epoch.
+
+    Intermediate stages (layer-wise losses only) pass keep_best=False: their dev metric says nothing yet.
+    `extra_modules` (e.g. TinyBERT's hidden projection) are optimised with the model but are not part of it.
+    """
     if objective.needs_teacher and teacher is None:
         raise fail("the objective has soft-target terms but no teacher was given", "pass a teacher or use hard labels only")
     if len(train) == 0:
         raise fail("the training set has no batches", "give a non-empty training set")
-    if teacher is not None and config.cache_teacher and not (objective.needs_hidden or objective.needs_attentions):
+    if teacher is not None and config.cache_teacher and not (objective.needs_hidden or objective.needs_attentions
+                                                             or objective.needs_values):
         teacher = CachedTeacher.build(teacher, train)
     seed_everything(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    parameters = [p for module in (model, *extra_modules) for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.epochs * len(train)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     history, best_state = History(), None
     for epoch in range(config.epochs):
-        terms = _train_epoch(model, train, objective, teacher, optimizer, scheduler, config,
-                             desc=f"{desc} {epoch + 1}/{config.epochs}")
+        terms = _train_epoch(model, train, objective, teacher, optimizer, scheduler, config, parameters,
+                             first_step=epoch * len(train), total_steps=total_steps, desc=f"{desc} {epoch + 1}/{config.epochs}")
         metrics = evaluate(model, dev) if dev is not None else {}
         history.epochs.append({"epoch": epoch + 1, **terms, **metrics})
         score = metrics[primary_metric(metrics)] if metrics else -terms["loss"]
@@ -76,25 +83,26 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
             history.best_epoch, history.best_metric = epoch + 1, score
             best_state = copy.deepcopy(model.state_dict())
         tqdm.write(f"{desc} epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in history.epochs[-1].items() if k != "epoch"))
-    if best_state is not None:
+    if keep_best and best_state is not None:
         model.load_state_dict(best_state)
     return history
 
 
-def _train_epoch(model, train, objective, teacher, optimizer, scheduler, config, *, desc: str) -> dict[str, float]:
+def _train_epoch(model, train, objective, teacher, optimizer, scheduler, config, parameters, *, first_step: int,
+                 total_steps: int, desc: str) -> dict[str, float]:
     model.train()
     sums: dict[str, float] = {}
+    wanted = dict(hidden=objective.needs_hidden, attentions=objective.needs_attentions, values=objective.needs_values)
     progress = tqdm(train, desc=desc, leave=False, dynamic_ncols=True)
-    for batch in progress:
-        teacher_features = (teacher.features(batch, hidden=objective.needs_hidden, attentions=objective.needs_attentions)
-                            if objective.needs_teacher else None)
-        student_features = forward_features(model, batch, hidden=objective.needs_hidden, attentions=objective.needs_attentions)
-        loss, parts = objective(student_features, teacher_features)
+    for step, batch in enumerate(progress, first_step):
+        teacher_features = teacher.features(batch, **wanted) if objective.needs_teacher else None
+        student_features = forward_features(model, batch, **wanted)
+        loss, parts = objective(student_features, teacher_features, progress=step / max(total_steps, 1))
         if not torch.isfinite(loss):
             raise fail(f"the loss became {float(loss)} (terms {parts})", "lower the learning rate or check the data")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         for name, value in {"loss": float(loss.detach()), **parts}.items():

@@ -28,7 +28,6 @@ from distill.losses import LOSSES, Objective, Term, register
 from distill.models import Features
 
 LAYER_KINDS = ("uniform", "last_k", "explicit")
-NEEDS_VALUES = frozenset({"minilm_value"})
 # Probabilities are clamped before a log so that an exact 0 (underflow, dropout) gives a large finite term, not inf.
 PROB_FLOOR = 1e-12
 # "log_probs" attention MSE: floor well above PROB_FLOOR, so near-zero entries cannot dominate the squared error.
@@ -301,7 +300,7 @@ def value_relation(values: Tensor, mask: Tensor, relation_heads: int | None = No
     return scores.softmax(-1)
 
 
-@register("minilm_value")
+@register("minilm_value", needs_values=True)
 def minilm_value_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                       layers: str | Sequence = "last_k", k: int = 1, relation_heads: int | None = None) -> Tensor:
     """KL(teacher VR || student VR) of value relations, mean over heads and real queries.
@@ -345,5 +344,5 @@ def required_features(recipe: Objective | Iterable[Term | str]) -> frozenset[str
         spec = LOSSES[name]
         needed |= {flag for flag, wanted in (("teacher", spec.needs_teacher), ("hidden_states", spec.needs_hidden),
                                              ("attentions", spec.needs_attentions),
-                                             ("values", name in NEEDS_VALUES)) if wanted}
+                                             ("values", spec.needs_values)) if wanted}
     return frozenset(needed)

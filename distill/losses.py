@@ -27,18 +27,20 @@ class LossSpec:
     needs_teacher: bool = True
     needs_hidden: bool = False
     needs_attentions: bool = False
+    needs_values: bool = False
 
 
 LOSSES: dict[str, LossSpec] = {}
 
 
-def register(name: str, *, needs_teacher: bool = True, needs_hidden: bool = False, needs_attentions: bool = False):
+def register(name: str, *, needs_teacher: bool = True, needs_hidden: bool = False, needs_attentions: bool = False,
+             needs_values: bool = False):
     """Register a loss term under `name`; a second registration of the same name is refused."""
 
     def wrap(fn: LossFn) -> LossFn:
         if name in LOSSES:
             raise ValueError(f"loss term '{name}' is already registered")
-        LOSSES[name] = LossSpec(fn, needs_teacher, needs_hidden, needs_attentions)
+        LOSSES[name] = LossSpec(fn, needs_teacher, needs_hidden, needs_attentions, needs_values)
         return fn
 
     return wrap
@@ -55,6 +57,9 @@ def soft_targets(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
 @register("kd")
 def kd_loss(student: Features, teacher: Features, *, mask: Tensor | None = None, temperature: float = 1.0,
             scale_by_t2: bool = True) -> Tensor:
+    """Soft targets; a one-output regression head has no distribution, so it distils with MSE instead."""
+    if student.logits.shape[-1] == 1:
+        return F.mse_loss(student.logits, teacher.logits)
     return soft_targets(student.logits, teacher.logits, temperature, scale_by_t2=scale_by_t2)
 
 
@@ -76,9 +81,27 @@ def logit_mse_loss(student: Features, teacher: Features, *, mask: Tensor | None 
 
 @dataclass(frozen=True)
 class Term:
+    """A registered loss term with its weight and parameters.
+
+    `schedules` holds (target, schedule) pairs: target "weight" or a parameter name; each schedule has
+    `.at(progress) -> value` for training progress in [0, 1] (teacher annealing, temperature schedules).
+    """
+
     name: str
     weight: float
     params: tuple[tuple[str, object], ...] = ()
+    schedules: tuple[tuple[str, object], ...] = ()
+
+    def resolved(self, progress: float) -> tuple[float, dict]:
+        """The weight and parameters at this point of training."""
+        params = dict(self.params)
+        weight = self.weight
+        for target, schedule in self.schedules:
+            if target == "weight":
+                weight = schedule.at(progress)
+            else:
+                params[target] = schedule.at(progress)
+        return weight, params
 
 
 @dataclass(frozen=True)
@@ -92,8 +115,9 @@ class Objective:
         unknown = [t.name for t in self.terms if t.name not in LOSSES]
         if unknown:
             raise fail(f"unknown loss term(s) {unknown}", f"use one of {sorted(LOSSES)}")
-        object.__setattr__(self, "specs", tuple(LOSSES[t.name] for t in self.terms if t.weight != 0))
-        object.__setattr__(self, "terms", tuple(t for t in self.terms if t.weight != 0))
+        active = tuple(t for t in self.terms if t.weight != 0 or t.schedules)
+        object.__setattr__(self, "specs", tuple(LOSSES[t.name] for t in active))
+        object.__setattr__(self, "terms", active)
 
     @property
     def needs_teacher(self) -> bool:
@@ -107,13 +131,19 @@ class Objective:
     def needs_attentions(self) -> bool:
         return any(s.needs_attentions for s in self.specs)
 
-    def __call__(self, student: Features, teacher: Features | None) -> tuple[Tensor, dict[str, float]]:
+    @property
+    def needs_values(self) -> bool:
+        return any(s.needs_values for s in self.specs)
+
+    def __call__(self, student: Features, teacher: Features | None, progress: float = 0.0) -> tuple[Tensor, dict[str, float]]:
+        """The weighted total and each term's unweighted value; `progress` in [0, 1] drives schedules."""
         total = torch.zeros((), device=student.logits.device)
         parts: dict[str, float] = {}
         for term, spec in zip(self.terms, self.specs):
-            value = spec.fn(student, teacher, mask=student.attention_mask, **dict(term.params))
+            weight, params = term.resolved(progress)
+            value = spec.fn(student, teacher, mask=student.attention_mask, **params)
             parts[term.name] = float(value.detach())
-            total = total + term.weight * value
+            total = total + weight * value
         return total, parts
 
 
@@ -140,6 +170,5 @@ def kd_objective(config: KDConfig, *, regression: bool = False) -> Objective:
     return Objective((Term("hard", config.alpha), Term(soft, 1.0 - config.alpha, params)))
 
 
-def hard_objective() -> Objective:
-    """Plain supervised training: what teacher fine-tuning and the no-distillation baseline use."""
-    return Objective((Term("hard", 1.0),))
+# The layer-wise terms (DistilBERT, TinyBERT, MiniLM) register themselves on import.
+from distill import layerwise  # noqa: E402,F401

@@ -27,6 +27,8 @@ FFN_KEY = {"distilbert": "hidden_dim"}
 LAYER_KEY = re.compile(r"^(?P<prefix>.*\.layer\.)(?P<index>\d+)(?P<rest>\..*)$")
 LABEL_FILE = "label_map.json"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+VALUE_SUFFIXES = (".attention.self.value", ".attention.v_lin", ".attention.value")
+ATTENTION_SUFFIXES = (".attention.self", ".attention")
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,9 @@ class Teacher:
             parameter.requires_grad_(False)
 
     @torch.no_grad()
-    def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False) -> Features:
-        return forward_features(self.model, batch, hidden=hidden, attentions=attentions)
+    def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False,
+                 values: bool = False) -> Features:
+        return forward_features(self.model, batch, hidden=hidden, attentions=attentions, values=values)
 
 
 class CachedTeacher:
@@ -158,26 +161,59 @@ class CachedTeacher:
         logits[index] = torch.cat(chunks)
         return cls(logits)
 
-    def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False) -> Features:
-        if hidden or attentions:
+    def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False,
+                 values: bool = False) -> Features:
+        if hidden or attentions or values:
             raise fail("the teacher-logit cache holds logits only", "disable the cache for objectives with hidden or attention terms")
         return Features(logits=self.logits[batch["index"]], attention_mask=batch["attention_mask"], labels=batch.get("labels"))
 
 
 def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool = False,
-                     attentions: bool = False) -> Features:
+                     attentions: bool = False, values: bool = False) -> Features:
     """Run the model on a collated batch and package what the losses may need."""
     if attentions and getattr(model.config, "_attn_implementation", "eager") != "eager":
         model.set_attn_implementation("eager")  # sdpa gives no attention maps
     inputs = {key: value for key, value in batch.items() if key in MODEL_INPUTS}
-    output = model(**inputs, output_hidden_states=hidden, output_attentions=attentions)
+    captured: list[Tensor] = []
+    hooks = [module.register_forward_hook(lambda _m, _i, out: captured.append(out)) for module in value_projections(model)] if values else []
+    try:
+        output = model(**inputs, output_hidden_states=hidden, output_attentions=attentions)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    heads = model.config.num_attention_heads
     return Features(
         logits=output.logits,
         attention_mask=batch["attention_mask"],
         hidden_states=output.hidden_states if hidden else None,
         attentions=output.attentions if attentions else None,
+        values=tuple(_split_heads(v, heads) for v in captured) if values else None,
         labels=batch.get("labels"),
     )
+
+
+def value_projections(model: nn.Module) -> list[nn.Module]:
+    """Each layer's value projection, in forward order (an ALBERT group's shared one fires once per layer)."""
+    modules = [module for name, module in model.named_modules() if name.endswith(VALUE_SUFFIXES)]
+    if not modules:
+        raise fail(f"cannot find value projections in a {model.config.model_type} model",
+                   f"value-relation losses support {', '.join(SUPPORTED_FAMILIES)}")
+    return modules
+
+
+def _split_heads(projected: Tensor, heads: int) -> Tensor:
+    batch, seq, width = projected.shape
+    return projected.view(batch, seq, heads, width // heads).transpose(1, 2)
+
+
+def disable_attention_dropout(model: nn.Module) -> None:
+    """Attention losses must see clean maps: transformers returns them after dropout in train mode."""
+    for name, module in model.named_modules():
+        if name.endswith(ATTENTION_SUFFIXES) and isinstance(getattr(module, "dropout", None), nn.Dropout):
+            module.dropout.p = 0.0
+    for key in ("attention_probs_dropout_prob", "attention_dropout"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)
 
 
 def default_teacher_layers(teacher_layers: int, student_layers: int) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from torch.utils.data import DataLoader
@@ -18,12 +18,15 @@ from transformers import AutoConfig, PreTrainedModel
 from distill.data import DataConfig, TaskData, encode, load_task, loader
 from distill.engine import TrainConfig, fit, predict_logits, seed_everything
 from distill.errors import AlembertError, fail
-from distill.losses import KDConfig, hard_objective, kd_objective
+from distill.losses import KDConfig
+from distill.recipes import RecipeConfig, StageConfig, TermConfig, stage_objective
 from distill.metrics import task_metrics, teacher_agreement
-from distill.models import StudentConfig, Teacher, build_student, count_parameters, load_classifier, load_tokenizer, resolve_source, save_model
+from distill.models import (StudentConfig, Teacher, build_student, count_parameters, disable_attention_dropout, load_classifier,
+                            load_tokenizer, resolve_source, save_model)
 from distill.report import latency_ms, save_table, size_on_disk_mb
 
 FINETUNE_MODES = ("auto", "always", "never")
+HARD_LABELS = StageConfig(name="hard labels", terms=(TermConfig("hard", 1.0),))
 SUMMARY_COLUMNS = ["model", "layers", "accuracy", "agreement", "params", "non_embedding_params", "size_mb", "latency_ms", "train_s"]
 
 
@@ -39,9 +42,10 @@ class FinetuneConfig:
 @dataclass(frozen=True)
 class RunConfig:
     teacher: str = "minilm"
+    recipe: RecipeConfig = RecipeConfig(stages=(StageConfig(terms=(TermConfig("hard", 0.5), TermConfig("kd", 0.5, {"temperature": 4.0}))),))
     student: StudentConfig = StudentConfig()
     data: DataConfig = DataConfig()
-    kd: KDConfig = KDConfig()
+    kd: KDConfig = KDConfig()  # the Hinton parameters conf/recipe/kd.yaml reads; code uses `recipe`
     train: TrainConfig = TrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     baseline: bool = True
@@ -109,7 +113,8 @@ def prepare_teacher(run: Setup, config: RunConfig) -> tuple[PreTrainedModel, str
         except AlembertError:
             raise fail(f"the cached teacher at {cache} is corrupt", f"delete {cache} and run again") from None
     seed_everything(config.finetune.train.seed)
-    fit(model, run.loaders.train, run.loaders.dev, hard_objective(), config.finetune.train, desc="fine-tune teacher")
+    hard, _ = stage_objective(HARD_LABELS, model.config, model.config)
+    fit(model, run.loaders.train, run.loaders.dev, hard, config.finetune.train, desc="fine-tune teacher")
     save_model(model, run.tokenizer, cache, extra={"finetuned_from": run.source})
     return model, str(cache)
 
@@ -141,13 +146,20 @@ def describe(name: str, model: PreTrainedModel, model_dir: Path | str, run: Setu
 
 
 def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use_teacher: bool) -> tuple[PreTrainedModel, float]:
-    """Build the student and train it with KD (use_teacher) or on hard labels only (the baseline)."""
+    """Build the student and train it through the recipe's stages, or on hard labels only (the baseline)."""
     seed_everything(config.train.seed)
     student = build_student(teacher_model, config.student)
-    objective = kd_objective(config.kd, regression=run.task.regression) if use_teacher else hard_objective()
+    stages = config.recipe.stages if use_teacher else (HARD_LABELS,)
+    teacher = Teacher(teacher_model)
     start = time.perf_counter()
-    fit(student, run.loaders.train, run.loaders.dev, objective, config.train,
-        teacher=Teacher(teacher_model) if use_teacher else None, desc="distil" if use_teacher else "baseline")
+    for number, stage in enumerate(stages, 1):
+        objective, extra_modules = stage_objective(stage, student.config, teacher_model.config)
+        if objective.needs_attentions:
+            disable_attention_dropout(student)
+        stage_train = replace(config.train, epochs=stage.epochs if stage.epochs is not None else config.train.epochs)
+        fit(student, run.loaders.train, run.loaders.dev, objective, stage_train,
+            teacher=teacher if objective.needs_teacher else None, extra_modules=extra_modules,
+            keep_best=number == len(stages), desc=stage.name if use_teacher else "baseline")
     return student, time.perf_counter() - start
 
 

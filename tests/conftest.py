@@ -26,9 +26,9 @@ def tiny_tokenizer(directory: Path) -> BertTokenizerFast:
     """A WordPiece tokenizer over the demo task's words plus single letters, so any text tokenises."""
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'") + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
     vocab = SPECIAL + vocabulary() + [c for c in letters if c not in vocabulary()]
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    return BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    return tokenizer
 
 
 def tiny_config(family: str, vocab_size: int, layers: int = 4):

@@ -1,0 +1,95 @@
+"""Recipes: distillation objectives as configuration.
+
+A recipe is a list of stages (TinyBERT's intermediate-then-prediction schedule is two stages);
+a stage is a list of loss terms with weights, parameters and optional schedules. This module
+turns that configuration into Objectives, plus any trainable helper modules a term needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from torch import nn
+from transformers import PretrainedConfig
+
+from distill.errors import fail
+from distill.layerwise import HiddenProjection
+from distill.losses import LOSSES, Objective, Term
+
+SCHEDULE_KINDS = {
+    "constant": lambda start, end, t: start,
+    "linear": lambda start, end, t: start + (end - start) * t,
+    "cosine": lambda start, end, t: end + (start - end) * 0.5 * (1 + math.cos(math.pi * t)),
+}
+PROJECTED_TERMS = ("tinybert_embedding", "tinybert_hidden")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A value that moves from `start` to `end` over training (progress 0 -> 1)."""
+
+    kind: str = "constant"
+    start: float = 1.0
+    end: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in SCHEDULE_KINDS:
+            raise fail(f"schedule kind '{self.kind}' is unknown", f"use one of {', '.join(SCHEDULE_KINDS)}")
+
+    def at(self, progress: float) -> float:
+        return SCHEDULE_KINDS[self.kind](self.start, self.end, min(max(progress, 0.0), 1.0))
+
+
+@dataclass(frozen=True)
+class TermConfig:
+    """One loss term: its registered name, weight, parameters, and schedules for the weight or any parameter.
+
+    `schedules` maps "weight" or a parameter name (e.g. "temperature") to a Schedule. Teacher annealing
+    is `schedules: {weight: {kind: linear, start: w, end: 0}}`.
+    """
+
+    name: str
+    weight: float = 1.0
+    params: dict = field(default_factory=dict)
+    schedules: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str = "distil"
+    epochs: int | None = None  # None: train.epochs
+    terms: tuple[TermConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    name: str = "kd"
+    stages: tuple[StageConfig, ...] = (StageConfig(),)
+
+
+def _schedules(raw: dict) -> tuple[tuple[str, Schedule], ...]:
+    return tuple((key, value if isinstance(value, Schedule) else Schedule(**value)) for key, value in raw.items())
+
+
+def stage_objective(stage: StageConfig, student: PretrainedConfig, teacher: PretrainedConfig) -> tuple[Objective, tuple[nn.Module, ...]]:
+    """The Objective for one stage, and the trainable modules (projections) it adds to the optimiser."""
+    if not stage.terms:
+        raise fail(f"recipe stage '{stage.name}' has no loss terms", "list at least one term, e.g. {name: kd, weight: 1.0}")
+    unknown = [t.name for t in stage.terms if t.name not in LOSSES]
+    if unknown:
+        raise fail(f"recipe stage '{stage.name}' names unknown loss term(s) {unknown}", f"use one of {sorted(LOSSES)}")
+    projection = _projection(stage, student, teacher)
+    terms = []
+    for term in stage.terms:
+        params = dict(term.params)
+        if projection is not None and term.name in PROJECTED_TERMS:
+            params["projection"] = projection  # one projection shared by the embedding and hidden terms
+        terms.append(Term(term.name, term.weight, tuple(params.items()), _schedules(term.schedules)))
+    return Objective(tuple(terms)), (projection,) if projection is not None else ()
+
+
+def _projection(stage: StageConfig, student: PretrainedConfig, teacher: PretrainedConfig) -> HiddenProjection | None:
+    if student.hidden_size == teacher.hidden_size or not any(t.name in PROJECTED_TERMS for t in stage.terms):
+        return None
+    return HiddenProjection(student.hidden_size, teacher.hidden_size, student.num_hidden_layers)
