@@ -19,6 +19,23 @@ from distill.models import load_model_dir, load_tokenizer, resolve_source
 
 
 @dataclass(frozen=True)
+class CompressStage:
+    """Compression as a stage of another run (e.g. after distillation): passes, their settings, recovery."""
+
+    passes: tuple[Any, ...] = ()
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recovery: RecoveryConfig = RecoveryConfig(at_end=False)
+    seq_len: int = 64
+
+
+def run_stage(model, tokenizer, stage: CompressStage, data: TaskLoaders | None, out_dir: str | Path):
+    """Run `stage` on an in-memory model; return (compressed model, report rows). Writes out_dir/model and the table."""
+    steps = build_steps(stage.passes, stage.settings)
+    recovery = stage.recovery if (stage.recovery.at_end or any(s.recover for s in steps)) else None
+    return run_pipeline(model, tokenizer, steps, data=data, recovery=recovery, out_dir=out_dir, seq_len=stage.seq_len)
+
+
+@dataclass(frozen=True)
 class CompressConfig:
     """The whole `python -m compress` job. `data.task: null` runs without task data (no metric, Taylor or recovery)."""
 
@@ -71,11 +88,10 @@ def task_loaders(data: DataConfig, tokenizer, model, batch_size: int) -> TaskLoa
 def run(config: CompressConfig, out_dir: str | Path) -> list[dict]:
     if config.model is None:
         raise fail("no model was given", "set model=/path/to/a/saved/model/directory")
-    steps = build_steps(config.passes, config.settings)  # bad pass names fail before anything loads
+    stage = CompressStage(config.passes, config.settings, config.recovery, config.seq_len)
+    build_steps(stage.passes, stage.settings)  # bad pass names and settings fail before anything loads
     source = resolve_source(config.model)
     model, tokenizer = load_model_dir(source), load_tokenizer(source)
     data = task_loaders(config.data, tokenizer, model, config.batch_size)
-    recovery = config.recovery if (config.recovery.at_end or any(s.recover for s in steps)) else None
-    _, rows = run_pipeline(model, tokenizer, steps, data=data, recovery=recovery, out_dir=config.out_dir or out_dir,
-                           seq_len=config.seq_len)
+    _, rows = run_stage(model, tokenizer, stage, data, config.out_dir or out_dir)
     return rows
