@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,9 +91,6 @@ def load_runners(config: BenchConfig, manifest: dict) -> tuple[dict, dict[str, f
 
 
 def time_round_robin(runners: dict, feed, runs: int, warmup: int) -> dict[str, Timing]:
-    import statistics
-    import time
-
     samples = {name: [] for name in runners}
     for _ in range(warmup):
         for run in runners.values():

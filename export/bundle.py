@@ -24,7 +24,7 @@ from distill.models import LABEL_FILE, load_model_dir, load_tokenizer, resolve_s
 from export import parity as checks
 from export.config import ExportConfig
 from export.measure import evaluate, ort_runner, ort_session, random_feed, time_runner, torch_runner
-from export.onnx import EXPORTER, OUTPUT_NAME, attention_shapes, export_onnx, model_input_names
+from export.onnx import EXPORTER, OUTPUT_NAME, attention_shapes, export_onnx, model_input_names, supported_length
 from export.variants import BASE, BASE_FILE, BuildContext, Candidate, resolve
 
 MANIFEST = "manifest.json"
@@ -78,6 +78,7 @@ def build_bundle(config: ExportConfig) -> Path:
 def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: str = "in-memory model") -> Path:
     """Export an in-memory classifier (any pass result) with its tokenizer into the bundle `out`."""
     variants = resolve(config.variants)
+    config = dataclasses.replace(config, max_length=supported_length(model, tokenizer, config.max_length))
     torch.set_num_threads(config.latency.threads)
     model.eval()
     labels = label_names(model)
@@ -85,7 +86,7 @@ def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: s
     with atomic_dir(out) as work:
         names = export_onnx(model, tokenizer, work / BASE_FILE, opset=config.opset)
         texts = task.texts if task is not None else tuple(checks.fallback_texts(config.parity.samples))
-        judge = Judge(checks.build_parity_set(model, tokenizer, names, texts, config.parity), config, task)
+        judge = Judge(checks.build_parity_set(model, tokenizer, names, texts, config.parity, config.max_length), config, task)
         entries = {BASE: accept(BASE, "fp32", iter([Candidate(work / BASE_FILE, (EXPORTER,))]), judge, None)}
         heads, hidden = attention_shapes(model)
         accepted = {BASE: work / BASE_FILE}

@@ -107,3 +107,13 @@ def attention_shapes(model: PreTrainedModel) -> tuple[tuple[int, ...], int]:
     if not heads:
         heads = [int(model.config.num_attention_heads)]
     return tuple(heads), int(model.config.hidden_size)
+
+
+def supported_length(model: PreTrainedModel, tokenizer, requested: int) -> int:
+    """The longest input the graph can take: the position table (RoBERTa's starts after the padding
+    index) and the tokenizer's own limit cap the requested length, so truncation never overflows positions."""
+    positions = int(getattr(model.config, "max_position_embeddings", requested))
+    if model.config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        positions -= int(model.config.pad_token_id or 0) + 1
+    tokenizer_limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else requested
+    return max(2, min(requested, positions, tokenizer_limit))

@@ -44,11 +44,12 @@ def encode_feeds(tokenizer, texts: Sequence[str], names: Sequence[str], max_leng
     return {name: encoded[name].astype(np.int64) for name in names}
 
 
-def build_parity_set(model, tokenizer, names: Sequence[str], texts: Sequence[str], config: ParityConfig) -> ParitySet:
-    """Cut texts into batches (each size at each max length), and run PyTorch once on them."""
+def build_parity_set(model, tokenizer, names: Sequence[str], texts: Sequence[str], config: ParityConfig,
+                     longest: int) -> ParitySet:
+    """Cut texts into batches (each size at each max length up to `longest`), and run PyTorch once on them."""
     texts = sorted(texts, key=len)  # mixing short and long rows in a batch guarantees padding
     feeds = []
-    for max_length in config.max_lengths:
+    for max_length in sorted({min(length, longest) for length in config.max_lengths}):
         for batch_size in config.batch_sizes:
             step = max(1, len(texts) // batch_size)
             chosen = [texts[(i * step) % len(texts)] for i in range(batch_size - 1)] + [texts[-1]]

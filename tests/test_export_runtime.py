@@ -55,6 +55,15 @@ def test_awkward_text_gets_a_result_and_bad_items_a_per_item_error(bundle):
     assert Predictor(bundle).predict([]) == []
 
 
+def test_max_length_is_capped_by_the_position_table(tiny_dir, tmp_path):
+    """RoBERTa's 130 positions start after the padding index: at most 129 tokens, whatever was asked for."""
+    bundle = build_bundle(ExportConfig(model=str(tiny_dir("roberta", layers=2)), out=str(tmp_path / "b"), variants=(),
+                                       max_length=512, **FAST))
+    assert json.loads((bundle / "manifest.json").read_text())["max_length"] == 129
+    result = Predictor(bundle).predict(["wonderful " * 300])[0]
+    assert result["truncated"] is True and result["label"] in LABELS
+
+
 def test_results_do_not_depend_on_batching_or_padding(bundle):
     texts = ["good", "the plot was dull but the music was superb and the cast was charming", "bad"]
     together = Predictor(bundle, batch_size=8).predict(texts)
