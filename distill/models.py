@@ -6,6 +6,7 @@ losses see `Features` and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.resources
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from transformers.utils import logging as hf_logging
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from distill.errors import AlembertError, atomic_dir, fail
@@ -82,9 +84,21 @@ def resolve_source(name: str) -> str:
     return name  # a hub id such as "bert-base-uncased" or "org/name"
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """Hide transformers' load report: a missing task head is expected here, and alembert says what it does about it."""
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
 def _from_pretrained(loader, source: str, **kwargs):
     try:
-        return loader(source, **kwargs)
+        with quiet_transformers():
+            return loader(source, **kwargs)
     except OSError as err:
         if Path(source).exists():
             raise fail(f"could not load the model in {source} ({str(err).splitlines()[0]})",

@@ -106,12 +106,14 @@ def prepare_teacher(run: Setup, config: RunConfig) -> tuple[PreTrainedModel, str
     if not needs_finetune:
         return model, run.source
     cache = Path(config.finetune.cache_dir).expanduser() / _finetune_key(run, config)
+    reason = "finetune.mode=always" if head_trained else "the teacher has no head trained for these labels"
     if (cache / "config.json").is_file():
         tqdm.write(f"reusing the fine-tuned teacher cached at {cache}")
         try:
             return load_classifier(str(cache), run.task.label_names, regression=run.task.regression)[0], str(cache)
         except AlembertError:
             raise fail(f"the cached teacher at {cache} is corrupt", f"delete {cache} and run again") from None
+    tqdm.write(f"fine-tuning the teacher first ({reason}); the result is cached at {cache}")
     seed_everything(config.finetune.train.seed)
     hard, _ = stage_objective(HARD_LABELS, model.config, model.config)
     fit(model, run.loaders.train, run.loaders.dev, hard, config.finetune.train, desc="fine-tune teacher")
