@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from torch.utils.data import DataLoader
@@ -26,6 +26,9 @@ from distill.models import (StudentConfig, Teacher, build_student, count_paramet
 from distill.report import latency_ms, save_table, size_on_disk_mb
 
 FINETUNE_MODES = ("auto", "always", "never")
+# The training settings that change the fine-tuned weights; engine options such as caching or logging do not.
+FINETUNE_KEY_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed", "grad_accum",
+                       "precision")
 HARD_LABELS = StageConfig(name="hard labels", terms=(TermConfig("hard", 1.0),))
 SUMMARY_COLUMNS = ["model", "layers", "accuracy", "agreement", "params", "non_embedding_params", "size_mb", "latency_ms", "train_s"]
 
@@ -124,7 +127,8 @@ def prepare_teacher(run: Setup, config: RunConfig) -> tuple[PreTrainedModel, str
 def _finetune_key(run: Setup, config: RunConfig) -> str:
     """Hash of everything that determines the fine-tuned teacher: source weights, data, labels and settings."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([run.source, asdict(config.finetune.train), config.data.max_length,
+    settings = {name: getattr(config.finetune.train, name) for name in FINETUNE_KEY_FIELDS}
+    digest.update(json.dumps([run.source, settings, config.data.max_length,
                               run.task.label_names, run.task.task_type]).encode())
     weights = Path(run.source) / "model.safetensors"
     if weights.is_file():
