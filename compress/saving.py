@@ -53,5 +53,7 @@ def load_compressed(model_dir: str | Path) -> nn.Module:
                    "re-save the model with compress.saving.save_compressed")
     model = quantize_linear_int8(AutoModelForSequenceClassification.from_config(config).eval())
     # weights_only=False: packed int8 parameters are not plain tensors; only load files you wrote.
-    model.load_state_dict(torch.load(model_dir / INT8_WEIGHTS, weights_only=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # packed int8 params still go through TypedStorage
+        model.load_state_dict(torch.load(model_dir / INT8_WEIGHTS, weights_only=False))
     return model.eval()
