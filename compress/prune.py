@@ -5,14 +5,16 @@ How pruned models stay loadable by stock transformers classes:
 * FFN neurons are physically removed. With per-layer selection every layer keeps the same count and
   `config.intermediate_size` is simply the new width. With global selection layers end uneven; each
   layer is then zero-padded back to the largest remaining count (zero rows in `intermediate.dense`,
-  zero columns in `output.dense`; GELU(0) = 0 (and ALBERT's gelu_new(0) = 0), so padded neurons add exactly nothing). The model
+  zero columns in `output.dense`; GELU(0) = 0, so padded neurons add exactly nothing). The model
   reloads exactly, at the price of computing the padded neurons.
 * Attention heads are zeroed in place (query/key/value rows and biases and the `attention.output.dense`
   columns of the head). Stock BERT-family classes derive the head width as hidden_size /
   num_attention_heads and size the output projection hidden x hidden, so a layer with fewer heads than
   hidden_size / head_dim cannot be written in a stock config at all. A zero head contributes exactly
-  zero (its value vectors are zero), so logits are those of the pruned model; the parameters stay
-  until an exporter drops them (`nonzero_params` in the report counts what is left).
+  zero (its value vectors are zero), so logits are those of the pruned model. The zeroed weights stay
+  in the saved model (`nonzero_params` in the report counts what is left); `compact_for_export`
+  removes them, and the padded FFN neurons, from an in-memory model just before ONNX export.
+  Use prune_hidden for a saved model that is really smaller: it narrows every head instead.
 
 Importance is torch-pruning's group importance (L2 weight magnitude, or first-order Taylor |w * dL/dw|
 over a few task batches); scores are normalised per group, so global selection compares layers fairly.
