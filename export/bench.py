@@ -77,8 +77,11 @@ def load_runners(config: BenchConfig, manifest: dict) -> tuple[dict, dict[str, f
         if not (Path(model_dir) / "config.json").is_file():
             raise fail(f"the PyTorch model {model_dir or '(none recorded)'} is not available",
                        "pass --model DIR, or --no-pytorch to time the ONNX variants only")
-        from distill.models import load_model_dir  # torch is loaded only when PyTorch is timed
+        import torch  # loaded only when PyTorch is timed
 
+        from distill.models import load_model_dir
+
+        torch.set_num_threads(config.threads)
         runners[PYTORCH] = torch_runner(load_model_dir(model_dir))
         sizes[PYTORCH] = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors")) / 1e6 or \
             sum(p.stat().st_size for p in Path(model_dir).glob("*.bin")) / 1e6
