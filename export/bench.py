@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from distill.errors import fail, run_cli
+from distill.models import load_model_dir
 from distill.report import save_table
 from export.measure import Timing, ort_runner, ort_session, random_feed, torch_runner
 from export.runtime import available_variants, read_manifest
@@ -77,10 +79,6 @@ def load_runners(config: BenchConfig, manifest: dict) -> tuple[dict, dict[str, f
         if not (Path(model_dir) / "config.json").is_file():
             raise fail(f"the PyTorch model {model_dir or '(none recorded)'} is not available",
                        "pass --model DIR, or --no-pytorch to time the ONNX variants only")
-        import torch  # loaded only when PyTorch is timed
-
-        from distill.models import load_model_dir
-
         torch.set_num_threads(config.threads)
         runners[PYTORCH] = torch_runner(load_model_dir(model_dir))
         sizes[PYTORCH] = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors")) / 1e6 or \
