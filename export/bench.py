@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from distill.errors import fail, run_cli
 from distill.models import load_model_dir
 from distill.report import save_table
-from export.measure import Timing, ort_runner, ort_session, random_feed, torch_runner
-from export.runtime import available_variants, read_manifest
+from export.measure import Timing, ort_runner, random_feed, torch_runner
+from export.runtime import available_variants, load_session, read_manifest
 
 PYTORCH = "pytorch"
 COLUMNS = ["runtime", "batch", "seq", "p50_ms", "p90_ms", "throughput_per_s", "speedup_vs_pytorch"]
@@ -86,7 +86,7 @@ def load_runners(config: BenchConfig, manifest: dict) -> tuple[dict, dict[str, f
         paths[PYTORCH] = model_dir
     for name in names:
         path = config.bundle / manifest["variants"][name]["file"]
-        runners[name] = ort_runner(ort_session(path, config.threads))
+        runners[name] = ort_runner(load_session(path, config.threads))  # one clear line for a missing or corrupt file
         sizes[name], paths[name] = path.stat().st_size / 1e6, str(path)
     return runners, sizes, paths
 

@@ -147,3 +147,10 @@ def test_bench_reports_variants_and_pytorch_ratio_in_one_run(bundle, tmp_path, c
     assert summary["int8_dynamic"]["size_mb"] < summary["fp32"]["size_mb"]
     assert all(r["peak_rss_mb"] and r["peak_rss_mb"] > 10 for r in summary.values())
     assert "speedup_vs_pytorch" in capsys.readouterr().out
+
+
+def test_bench_on_a_corrupt_variant_fails_in_one_line(bundle, tmp_path):
+    copy = copy_bundle(bundle, tmp_path)
+    (copy / "model.int8_dynamic.onnx").write_bytes(b"truncated")
+    with pytest.raises(AlembertError, match="model.int8_dynamic.onnx is corrupt or not an ONNX model"):
+        bench_main([str(copy), "--no-pytorch", "--no-memory", "--batches", "1", "--seqs", "8", "--runs", "2"])
