@@ -121,7 +121,7 @@ def test_distil_mlm_brings_the_student_closer_to_the_teacher(mlm_teacher_dir, tm
     teacher = load_masked_lm(str(mlm_teacher_dir))
     student = build_mlm_student(teacher, StudentConfig(num_layers=2))  # layers 0 and 2 of the teacher
     untrained = copy.deepcopy(student)
-    texts = sentences(48)
+    texts = sentences(32)
     probe = mlm_loader(texts, tokenizer, batch_size=16, shuffle=False, seed=123)
     student, history = distil_mlm(str(mlm_teacher_dir), student, texts,
                                   TrainConfig(epochs=4, batch_size=8, lr=3e-3, warmup_ratio=0.0, seed=0),
