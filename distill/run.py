@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, PreTrainedModel
 
+from distill import distributed
 from distill.data import DataConfig, TaskData, encode, load_task, loader
 from distill.engine import TrainConfig, fit, predict_logits, seed_everything
 from distill.errors import AlembertError, fail
@@ -30,7 +31,7 @@ FINETUNE_MODES = ("auto", "always", "never")
 FINETUNE_KEY_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed", "grad_accum",
                        "precision")
 HARD_LABELS = StageConfig(name="hard labels", terms=(TermConfig("hard", 1.0),))
-SUMMARY_COLUMNS = ["model", "layers", "accuracy", "agreement", "params", "non_embedding_params", "size_mb", "latency_ms", "train_s"]
+SUMMARY_COLUMNS = ["model", "layers", "accuracy", "agreement", "kl_to_teacher", "params", "non_embedding_params", "size_mb", "latency_ms", "train_s"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def setup(config: RunConfig) -> Setup:
     trained_labels = _trained_label_names(source)
     if trained_labels and task.label_names and set(trained_labels) == set(task.label_names) and trained_labels != task.label_names:
         task = load_task(config.data, label_names=trained_labels)  # keep the trained head's label order
-    return Setup(source, tokenizer, task, make_loaders(task, tokenizer, config))
+    return Setup(source, tokenizer, task, make_loaders(task, tokenizer, config), trained_labels)
 
 
 def _trained_label_names(source: str) -> tuple[str, ...] | None:
@@ -105,6 +106,8 @@ def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
 def prepare_teacher(run: Setup, config: RunConfig) -> tuple[PreTrainedModel, str]:
     """Load the teacher; fine-tune it on the task first when its head is untrained, caching the result."""
     model, head_trained = load_classifier(run.source, run.task.label_names, regression=run.task.regression)
+    if run.teacher_labels and run.task.label_names and set(run.teacher_labels) != set(run.task.label_names):
+        head_trained = False  # a head trained for other labels is as good as none for this task
     needs_finetune = config.finetune.mode == "always" or (config.finetune.mode == "auto" and not head_trained)
     if not needs_finetune:
         return model, run.source
@@ -120,7 +123,9 @@ def prepare_teacher(run: Setup, config: RunConfig) -> tuple[PreTrainedModel, str
     seed_everything(config.finetune.train.seed)
     hard, _ = stage_objective(HARD_LABELS, model.config, model.config)
     fit(model, run.loaders.train, run.loaders.dev, hard, config.finetune.train, desc="fine-tune teacher")
-    save_model(model, run.tokenizer, cache, extra={"finetuned_from": run.source})
+    if distributed.is_main():  # under torchrun every rank holds the same weights; one writes them
+        save_model(model, run.tokenizer, cache, extra={"finetuned_from": run.source})
+    distributed.barrier()
     return model, str(cache)
 
 
@@ -151,8 +156,13 @@ def describe(name: str, model: PreTrainedModel, model_dir: Path | str, run: Setu
     return row
 
 
-def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use_teacher: bool) -> tuple[PreTrainedModel, float]:
-    """Build the student and train it through the recipe's stages, or on hard labels only (the baseline)."""
+def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use_teacher: bool,
+           out_dir: Path | None = None) -> tuple[PreTrainedModel, float]:
+    """Build the student and train it through the recipe's stages, or on hard labels only (the baseline).
+
+    With `out_dir`, each stage checkpoints to out_dir/checkpoints/<student|baseline>-stage<N>/ and logs
+    TensorBoard events to out_dir/tensorboard/<student|baseline>-stage<N>/ when the train config asks for it.
+    """
     seed_everything(config.train.seed)
     student = build_student(teacher_model, config.student)
     stages = config.recipe.stages if use_teacher else (HARD_LABELS,)
@@ -165,24 +175,41 @@ def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use
         stage_train = replace(config.train, epochs=stage.epochs if stage.epochs is not None else config.train.epochs)
         fit(student, run.loaders.train, run.loaders.dev, objective, stage_train,
             teacher=teacher if objective.needs_teacher else None, extra_modules=extra_modules,
-            keep_best=number == len(stages), desc=stage.name if use_teacher else "baseline")
+            keep_best=number == len(stages), desc=stage.name if use_teacher else "baseline",
+            **_stage_dirs(out_dir, "student" if use_teacher else "baseline", number))
     return student, time.perf_counter() - start
 
 
+def _stage_dirs(out_dir: Path | None, folder: str, number: int) -> dict:
+    if out_dir is None:
+        return {}
+    return {"checkpoint_dir": out_dir / "checkpoints" / f"{folder}-stage{number}",
+            "log_dir": out_dir / "tensorboard" / f"{folder}-stage{number}"}
+
+
 def run(config: RunConfig, out_dir: str | Path) -> list[dict]:
-    """The whole job; writes student/, (baseline/), summary.md and summary.json under `out_dir`."""
-    out_dir = Path(out_dir)
+    """The whole job; writes student/, (baseline/), summary.md and summary.json under `out_dir`.
+
+    Under torchrun every rank trains; rank 0 alone evaluates, saves and prints, into rank 0's `out_dir`.
+    """
+    distributed.init_from_env()
+    out_dir = Path(distributed.broadcast_object(str(out_dir)))
+    main = distributed.is_main()
     start = time.perf_counter()
     prepared = setup(config)
     teacher_model, teacher_dir = prepare_teacher(prepared, config)
     teacher_s = time.perf_counter() - start
-    teacher_logits, _ = predict_logits(teacher_model, prepared.loaders.eval)
-    rows = [describe("teacher", teacher_model, teacher_dir, prepared, config, teacher_logits=teacher_logits, train_s=teacher_s)]
+    teacher_logits = predict_logits(teacher_model, prepared.loaders.eval)[0] if main else None
+    rows = [describe("teacher", teacher_model, teacher_dir, prepared, config, teacher_logits=teacher_logits, train_s=teacher_s)] if main else []
     variants = [("student (KD)", "student", True)] + ([("student (no KD)", "baseline", False)] if config.baseline else [])
     for name, folder, use_teacher in variants:
-        student, seconds = distil(prepared, teacher_model, config, use_teacher=use_teacher)
+        student, seconds = distil(prepared, teacher_model, config, use_teacher=use_teacher, out_dir=out_dir)
+        if not main:
+            continue
         save_model(student, prepared.tokenizer, out_dir / folder, extra={"distilled_from": teacher_dir} if use_teacher else None)
         rows.append(describe(name, student, out_dir / folder, prepared, config, teacher_logits=teacher_logits, train_s=seconds))
+    if not main:
+        return rows
     table = save_table(rows, SUMMARY_COLUMNS, out_dir, "summary")
     print(f"\nResults on the {prepared.loaders.eval_split} split ({out_dir}):\n{table}")
     return rows
