@@ -1,7 +1,9 @@
 """The training engine: one loop for teacher fine-tuning, distillation and the no-KD baseline.
 
-`fit` trains a student against an Objective (optionally with a frozen Teacher) and keeps the
-best dev checkpoint in memory; `evaluate` and `predict_logits` run it.
+`fit` trains a student against an Objective (optionally with a frozen Teacher), evaluates on dev every epoch
+or every `eval_every` optimizer steps, keeps the best dev weights in memory, and optionally writes resumable
+checkpoints (distill/checkpoint.py) and TensorBoard events. Under torchrun it trains data-parallel
+(distill/distributed.py). `evaluate` and `predict_logits` run a model.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import copy
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +21,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from distill import distributed
+from distill.checkpoint import Checkpointer, History, LoopState, fingerprint
 from distill.errors import fail
 from distill.losses import Objective
 from distill.metrics import primary_metric, task_metrics
@@ -27,7 +32,7 @@ from distill.models import CachedTeacher, Teacher, forward_features
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 3
-    batch_size: int = 32
+    batch_size: int = 32  # per process: the global batch is batch_size * world size * grad_accum
     eval_batch_size: int = 128
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -36,20 +41,20 @@ class TrainConfig:
     seed: int = 42
     cache_teacher: bool = True  # compute teacher logits once and reuse them every epoch
     grad_accum: int = 1  # optimizer step every N batches: an effective batch of batch_size * grad_accum
-    precision: str = "fp32"  # fp32 | bf16 (autocast; the weights stay fp32)
-    patience: int | None = None  # stop after this many epochs without a better dev metric
+    precision: str = "fp32"  # fp32 | bf16 (autocast; the weights stay fp32) | fp16 (CUDA only, with a grad scaler)
+    patience: int | None = None  # stop after this many evaluations without a better dev metric
+    eval_every: int | None = None  # evaluate every N optimizer steps; None: at the end of each epoch
+    checkpoint_every: int | None = None  # write a resumable checkpoint every N optimizer steps; None: none
+    resume: bool = False  # continue from the latest checkpoint, if there is one
+    tensorboard: bool = False  # write TensorBoard event files (needs `pip install tensorboard`)
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Settings a checkpoint must share with the run that resumes it (cache_teacher, patience etc. may change).
+RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed", "grad_accum",
+               "precision", "eval_every")
 
-
-@dataclass
-class History:
-    """Per-epoch dev metrics and mean loss terms, and the best epoch kept."""
-
-    epochs: list[dict] = field(default_factory=list)
-    best_epoch: int = -1
-    best_metric: float = -math.inf
+__all__ = ["History", "TrainConfig", "evaluate", "fit", "predict_logits", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -58,14 +63,61 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class _Run:
+    """What one `fit` call trains with; built once, read by the loop."""
+
+    model: nn.Module
+    modules: tuple[nn.Module, ...]
+    parameters: list[nn.Parameter]
+    train: DataLoader
+    batches: int
+    dev: DataLoader | None
+    objective: Objective
+    teacher: Teacher | CachedTeacher | None
+    config: TrainConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    desc: str
+    checkpoints: Checkpointer | None
+    writer: object | None
+
+
 def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: Objective, config: TrainConfig, *,
         teacher: Teacher | CachedTeacher | None = None, extra_modules: tuple[nn.Module, ...] = (),
-        keep_best: bool = True, desc: str = "train") -> History:
-    """Train `model` in place; with `keep_best` it ends holding the weights of its best dev epoch.
+        keep_best: bool = True, desc: str = "train", checkpoint_dir: str | Path | None = None,
+        log_dir: str | Path | None = None) -> History:
+    """Train `model` in place; with `keep_best` it ends holding the weights of its best dev evaluation.
 
     Intermediate stages (layer-wise losses only) pass keep_best=False: their dev metric says nothing yet.
     `extra_modules` (e.g. TinyBERT's hidden projection) are optimised with the model but are not part of it.
+    `checkpoint_dir` is where `checkpoint_every`/`resume` write and read; `log_dir` where TensorBoard writes.
     """
+    _validate(train, objective, teacher, config, checkpoint_dir, log_dir)
+    if teacher is not None and config.cache_teacher and not (objective.needs_hidden or objective.needs_attentions
+                                                             or objective.needs_values):
+        teacher = CachedTeacher.build(teacher, train)
+    run = _prepare(model, train, dev, objective, teacher, config, extra_modules, desc, checkpoint_dir, log_dir)
+    state = LoopState()
+    if config.resume:
+        state = run.checkpoints.restore(run.modules, run.optimizer, run.scheduler, run.scaler) or state
+        _say(f"{desc}: resuming at step {state.step} (epoch {state.epoch + 1}, batch {state.batch})" if state.step
+             else f"{desc}: no checkpoint in {checkpoint_dir}, starting afresh")
+    if not state.finished:
+        _train(run, state)
+        if keep_best and state.best_state is not None:
+            model.load_state_dict(state.best_state)
+        state.finished = True
+        if run.checkpoints is not None:
+            run.checkpoints.save(state, run.modules, run.optimizer, run.scheduler, run.scaler)
+    if run.writer is not None:
+        run.writer.close()
+    return state.history
+
+
+def _validate(train, objective, teacher, config, checkpoint_dir, log_dir) -> None:
     if objective.needs_teacher and teacher is None:
         raise fail("the objective has soft-target terms but no teacher was given", "pass a teacher or use hard labels only")
     if len(train) == 0:
@@ -73,61 +125,161 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
     if config.precision not in PRECISIONS or config.grad_accum < 1:
         raise fail(f"train.precision={config.precision}, train.grad_accum={config.grad_accum} are not valid",
                    f"use precision in {', '.join(PRECISIONS)} and grad_accum >= 1")
-    if teacher is not None and config.cache_teacher and not (objective.needs_hidden or objective.needs_attentions
-                                                             or objective.needs_values):
-        teacher = CachedTeacher.build(teacher, train)
+    if config.precision == "fp16" and not torch.cuda.is_available():
+        raise fail("train.precision=fp16 needs a CUDA GPU (fp16 autocast with a grad scaler)", "use precision=bf16 or fp32 on CPU")
+    for name in ("eval_every", "checkpoint_every"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            raise fail(f"train.{name}={getattr(config, name)} is not valid", f"use train.{name} >= 1, or null")
+    if (config.checkpoint_every is not None or config.resume) and checkpoint_dir is None:
+        raise fail("train.checkpoint_every / train.resume are set but this training step has no checkpoint directory",
+                   "use them through `python -m distill` (checkpoints go under the run's output dir)")
+    if config.tensorboard and log_dir is None:
+        raise fail("train.tensorboard=true but this training step has no log directory", "use it through `python -m distill`")
+
+
+def _prepare(model, train, dev, objective, teacher, config, extra_modules, desc, checkpoint_dir, log_dir) -> _Run:
+    device = next(model.parameters()).device
+    if isinstance(teacher, CachedTeacher):
+        teacher.logits = teacher.logits.to(device)
+    elif teacher is not None:
+        teacher.model.to(device)
+    train = distributed.shard_loader(train, config.seed)
+    batches = distributed.agree_min(len(train))
     seed_everything(config.seed)
-    parameters = [p for module in (model, *extra_modules) for p in module.parameters() if p.requires_grad]
+    modules = (model, *extra_modules)
+    distributed.broadcast_parameters(modules)
+    parameters = [p for module in modules for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    total_steps = config.epochs * math.ceil(len(train) / config.grad_accum)
+    total_steps = config.epochs * math.ceil(batches / config.grad_accum)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    history, best_state = History(), None
-    for epoch in range(config.epochs):
-        terms = _train_epoch(model, train, objective, teacher, optimizer, scheduler, config, parameters,
-                             epoch=epoch, desc=f"{desc} {epoch + 1}/{config.epochs}")
-        metrics = evaluate(model, dev) if dev is not None else {}
-        history.epochs.append({"epoch": epoch + 1, **terms, **metrics})
-        score = metrics[primary_metric(metrics)] if metrics else -terms["loss"]
-        if score > history.best_metric:
-            history.best_epoch, history.best_metric = epoch + 1, score
-            best_state = copy.deepcopy(model.state_dict())
-        tqdm.write(f"{desc} epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in history.epochs[-1].items() if k != "epoch"))
-        if config.patience is not None and epoch + 1 - history.best_epoch >= config.patience:
-            tqdm.write(f"{desc}: no better dev metric for {config.patience} epoch(s), stopping early")
-            break
-    if keep_best and best_state is not None:
-        model.load_state_dict(best_state)
-    return history
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    checkpoints = None
+    if checkpoint_dir is not None:
+        settings = {key: getattr(config, key) for key in RESUME_KEYS}
+        checkpoints = Checkpointer(checkpoint_dir, fingerprint(modules, stage=desc, terms=repr(objective.terms),
+                                                               config=settings, batches=batches))
+    writer = _tensorboard(log_dir) if config.tensorboard and distributed.is_main() else None
+    return _Run(model, modules, parameters, train, batches, dev, objective, teacher, config, optimizer, scheduler, scaler,
+                device, desc, checkpoints, writer)
 
 
-def _train_epoch(model, train, objective, teacher, optimizer, scheduler, config, parameters, *, epoch: int,
-                 desc: str) -> dict[str, float]:
+def _tensorboard(log_dir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise fail("train.tensorboard=true needs the tensorboard package", "pip install tensorboard, or set train.tensorboard=false") from None
+    return SummaryWriter(str(log_dir))
+
+
+def _say(message: str) -> None:
+    if distributed.is_main():  # one line per event, not one per rank
+        tqdm.write(message)
+
+
+def _train(run: _Run, state: LoopState) -> None:
+    config = run.config
+    if state.batch >= run.batches:  # the checkpoint was taken at the end of an epoch
+        state.epoch, state.batch = state.epoch + 1, 0
+    while state.epoch < config.epochs:
+        if _train_epoch(run, state):
+            return
+        state.epoch, state.batch = state.epoch + 1, 0
+
+
+def _train_epoch(run: _Run, state: LoopState) -> bool:
+    """Train from the loop's position to the end of its epoch; True when early stopping ends training."""
+    config, model, objective = run.config, run.model, run.objective
     model.train()
-    sums: dict[str, float] = {}
     wanted = dict(hidden=objective.needs_hidden, attentions=objective.needs_attentions, values=objective.needs_values)
     dtype = PRECISIONS[config.precision]
-    batches = len(train)
-    progress = tqdm(train, desc=desc, leave=False, dynamic_ncols=True)
-    for index, batch in enumerate(progress):
-        step = epoch * batches + index
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            teacher_features = teacher.features(batch, **wanted) if objective.needs_teacher else None
+    total = config.epochs * run.batches
+    batches = distributed.epoch_batches(run.train, state.epoch, state.batch, run.batches)
+    desc = f"{run.desc} {state.epoch + 1}/{config.epochs}"
+    quiet = {} if distributed.is_main() else {"disable": True}  # one bar, rank 0's
+    progress = tqdm(batches, desc=desc, leave=False, dynamic_ncols=True, initial=state.batch, total=run.batches, **quiet)
+    for batch in progress:
+        index = state.batch
+        batch = _to_device(batch, run.device)
+        step = state.epoch * run.batches + index
+        with torch.autocast(run.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            teacher_features = run.teacher.features(batch, **wanted) if objective.needs_teacher else None
             student_features = forward_features(model, batch, **wanted)
-            loss, parts = objective(student_features, teacher_features, progress=step / (config.epochs * batches))
+            loss, parts = objective(student_features, teacher_features, progress=step / total)
         if not torch.isfinite(loss):
             bad = next((name for name, value in parts.items() if not math.isfinite(value)), "the total")
-            raise fail(f"the loss became {float(loss)} at step {step} (epoch {epoch + 1}) in term '{bad}'",
-                       "lower the learning rate, raise warmup, or check the data; the last dev-best weights were not saved")
-        (loss / config.grad_accum).backward()
-        if (index + 1) % config.grad_accum == 0 or index + 1 == batches:
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            last = run.checkpoints.describe_latest() if run.checkpoints else "checkpoints were off (train.checkpoint_every)"
+            raise fail(f"the loss became {float(loss.detach())} at step {step} (epoch {state.epoch + 1}) in term '{bad}'",
+                       f"lower the learning rate, raise warmup, or check the data; {last}")
+        run.scaler.scale(loss / config.grad_accum).backward()
+        state.batch += 1
         for name, value in {"loss": float(loss.detach()), **parts}.items():
-            sums[name] = sums.get(name, 0.0) + value
+            state.sums[name] = state.sums.get(name, 0.0) + value
+        state.counted += 1
+        state.last_loss = float(loss.detach())
         progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
-    return {name: total / len(train) for name, total in sums.items()}
+        if state.batch % config.grad_accum == 0 or state.batch == run.batches:
+            _optimizer_step(run, state)
+            if _after_step(run, state):
+                return True
+    return False
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    if device.type == "cpu":
+        return batch
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def _optimizer_step(run: _Run, state: LoopState) -> None:
+    distributed.average_gradients(run.parameters)
+    run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.parameters, run.config.max_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    if run.writer is not None:
+        run.writer.add_scalar("train/lr", run.scheduler.get_last_lr()[0], state.step)
+        run.writer.add_scalar("train/step_loss", state.last_loss, state.step)
+
+
+def _after_step(run: _Run, state: LoopState) -> bool:
+    """Evaluate, stop early and checkpoint when due after an optimizer step; True to stop training."""
+    config = run.config
+    end_of_epoch = state.batch == run.batches
+    last_step = end_of_epoch and state.epoch + 1 == config.epochs
+    due = state.step % config.eval_every == 0 if config.eval_every else end_of_epoch
+    stop = False
+    if due or (last_step and config.eval_every):
+        _evaluate(run, state)
+        stop = config.patience is not None and state.evals_since_best() >= config.patience
+        if stop:
+            _say(f"{run.desc}: no better dev metric for {config.patience} evaluation(s), stopping early")
+    if run.checkpoints is not None and config.checkpoint_every and state.step % config.checkpoint_every == 0 and not stop:
+        run.checkpoints.save(state, run.modules, run.optimizer, run.scheduler, run.scaler)
+    return stop
+
+
+def _evaluate(run: _Run, state: LoopState) -> None:
+    """Record the dev metrics and the mean loss terms since the last evaluation; keep the best weights."""
+    terms = distributed.mean_over_ranks({name: total / max(state.counted, 1) for name, total in state.sums.items()})
+    state.sums, state.counted = {}, 0
+    metrics = evaluate(run.model, run.dev) if run.dev is not None and distributed.is_main() else {}
+    metrics = distributed.broadcast_object(metrics)
+    record = {"epoch": state.epoch + 1, "step": state.step, **terms, **metrics}
+    state.history.epochs.append(record)
+    score = metrics[primary_metric(metrics)] if metrics else -terms["loss"]
+    if score > state.history.best_metric:
+        state.history.best_epoch, state.history.best_step, state.history.best_metric = state.epoch + 1, state.step, score
+        state.best_state = copy.deepcopy(run.model.state_dict())
+    if run.writer is not None:
+        for name, value in record.items():
+            if name not in ("epoch", "step"):
+                run.writer.add_scalar(f"{'dev' if name in metrics else 'train'}/{name}", value, state.step)
+        run.writer.flush()
+    _say(f"{run.desc} epoch {state.epoch + 1} step {state.step}: "
+         + ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "step")))
 
 
 @torch.no_grad()
@@ -135,9 +287,10 @@ def predict_logits(model: nn.Module, data: DataLoader) -> tuple[torch.Tensor, to
     """Logits and labels over a whole loader, in order."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     logits, labels = [], []
     for batch in data:
-        logits.append(forward_features(model, batch).logits.float())
+        logits.append(forward_features(model, _to_device(batch, device)).logits.float().cpu())
         labels.append(batch["labels"])
     model.train(was_training)
     return torch.cat(logits), torch.cat(labels)

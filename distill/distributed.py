@@ -1,0 +1,164 @@
+"""Data-parallel training across processes (torchrun): ranks, per-epoch sharded order, gradient averaging.
+
+One process is simply world size 1, so the engine has a single code path: the train loader is always
+re-built over a sampler that shards by rank and reshuffles per epoch from (seed, epoch). That makes the
+order of any epoch a pure function of its number, which is also what lets a resumed run skip exactly the
+batches it had already consumed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
+
+from distill.errors import fail
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def init_from_env() -> None:
+    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU); a no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return
+    if not dist.is_available():
+        raise fail("WORLD_SIZE>1 but this torch build has no torch.distributed", "install a torch build with distributed support")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
+
+
+class ShardedSampler(DistributedSampler):
+    """DistributedSampler that can start its next epoch part-way through (for resume) without loading the skipped rows."""
+
+    skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
+
+
+def shard_loader(train: DataLoader, seed: int) -> DataLoader:
+    """The same rows, batch size and collate function, ordered by a per-epoch, per-rank sampler.
+
+    Global batch = per-rank batch_size * world size. An iterable (streamed) dataset shards itself.
+    """
+    if isinstance(train.dataset, IterableDataset):
+        return train
+    rank, size = world()
+    sampler = ShardedSampler(train.dataset, num_replicas=size, rank=rank, seed=seed,
+                             shuffle=isinstance(train.sampler, RandomSampler), drop_last=False)
+    # A generator of its own: iterating a DataLoader without one draws from the global RNG (dropout's), and
+    # a resumed run must see the same global RNG stream as an uninterrupted one.
+    return DataLoader(train.dataset, batch_size=train.batch_size, sampler=sampler, collate_fn=train.collate_fn,
+                      num_workers=train.num_workers, pin_memory=train.pin_memory, drop_last=train.drop_last,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def epoch_batches(train: DataLoader, epoch: int, skip: int, count: int) -> Iterable[dict]:
+    """Batches `skip` .. `count` of epoch `epoch` (0-based), in the order an uninterrupted run sees them."""
+    for holder in (train.sampler, train.dataset):
+        if hasattr(holder, "set_epoch"):
+            holder.set_epoch(epoch)
+    if isinstance(train.sampler, ShardedSampler):
+        train.sampler.skip = skip * train.batch_size
+        iterator = iter(train)
+    else:  # a stream cannot seek: read and drop what was consumed
+        iterator = iter(train)
+        for _ in range(skip):
+            next(iterator, None)
+    for _ in range(count - skip):
+        batch = next(iterator, None)
+        if batch is None:
+            return
+        yield batch
+
+
+def agree_min(value: int) -> int:
+    """The smallest `value` over ranks: every rank must take the same number of steps or an all-reduce hangs."""
+    if world()[1] == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.long)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
+def broadcast_parameters(modules: Iterable[nn.Module]) -> None:
+    """Start every rank from rank 0's weights (what DistributedDataParallel does when it wraps a model)."""
+    if world()[1] == 1:
+        return
+    for module in modules:
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src=0)
+
+
+def average_gradients(parameters: list[nn.Parameter]) -> None:
+    """Average gradients over ranks in one flat all-reduce per optimizer step.
+
+    This is DistributedDataParallel's arithmetic; it is done by hand because `forward_features` needs the bare
+    model (its config, its modules) and projections live outside it, and because with gradient accumulation it
+    communicates once per optimizer step rather than once per micro-batch.
+    """
+    size = world()[1]
+    if size == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= size
+    offset = 0
+    for parameter, grad in zip(parameters, grads):
+        averaged = flat[offset:offset + grad.numel()].view_as(grad)
+        if parameter.grad is None:
+            parameter.grad = averaged.clone()
+        else:
+            parameter.grad.copy_(averaged)
+        offset += grad.numel()
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Average a dict of floats (loss terms) over ranks, so rank 0 reports the global batch, not its shard."""
+    if world()[1] == 1:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[key] for key in keys], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return {key: float(value) / world()[1] for key, value in zip(keys, tensor)}
+
+
+def broadcast_object(value):
+    """Rank 0's `value` on every rank (dev metrics: only rank 0 evaluates, every rank must take the same decision)."""
+    if world()[1] == 1:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def gather_objects(value) -> list:
+    """Every rank's `value`, in rank order (each rank's RNG state for a checkpoint)."""
+    if world()[1] == 1:
+        return [value]
+    gathered = [None] * world()[1]
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        dist.barrier()
