@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,21 +21,24 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 
 from distill.data import DataConfig, read_table
-from distill.engine import History, TrainConfig, fit, seed_everything
+from distill import engine  # the module, not its names: distill.losses may import this module while engine loads
 from distill.errors import atomic_dir, fail
 from distill.losses import register, soft_targets
 from distill.models import (MODEL_INPUTS, Features, StudentConfig, Teacher, _from_pretrained, default_teacher_layers,
                             init_from_teacher, load_tokenizer, resolve_source, student_config)
-from distill.recipes import StageConfig, TermConfig, stage_objective
+
+if TYPE_CHECKING:
+    from distill.recipes import TermConfig
 
 IGNORE = -100  # the label cross-entropy skips: positions that were not masked
 TEXT_SUFFIXES = ("", ".txt", ".text")
 KD_POSITIONS = ("masked", "all")
 # DistilBERT's published mix (Sanh et al. 2019): 5 x soft targets at T=2, 2 x MLM, 1 x hidden-state cosine.
+# (name, weight, params), as conf/recipe/distilbert_mlm.yaml lists them.
 DISTILBERT_MLM_TERMS = (
-    TermConfig("mlm_kd", 5.0, {"temperature": 2.0}),
-    TermConfig("mlm", 2.0),
-    TermConfig("distilbert_cos", 1.0, {"layers": "last_k", "k": 1}),
+    ("mlm_kd", 5.0, {"temperature": 2.0}),
+    ("mlm", 2.0, {}),
+    ("distilbert_cos", 1.0, {"layers": "last_k", "k": 1}),
 )
 
 
@@ -249,31 +253,35 @@ def masked_token_kl(student: PreTrainedModel, teacher: PreTrainedModel, data: Da
 # ---------------------------------------------------------------- the job
 
 def distil_mlm(teacher_source: str, student: StudentConfig | PreTrainedModel, corpus: CorpusConfig | list[str],
-               train_config: TrainConfig, *, terms: tuple[TermConfig, ...] | None = None,
+               train_config: engine.TrainConfig, *, terms: tuple[TermConfig, ...] | None = None,
                masking: MaskingConfig = MaskingConfig(), out_dir: str | Path | None = None,
-               teacher: PreTrainedModel | None = None) -> tuple[PreTrainedModel, History]:
+               teacher: PreTrainedModel | None = None) -> tuple[PreTrainedModel, engine.History]:
     """Distil an MLM teacher into a shallower MLM student on raw text; save it to `out_dir` when given.
 
     `terms` default to DistilBERT's (mlm_kd, mlm, distilbert_cos); the cosine term is dropped when the student
     is narrower than the teacher. The teacher cache is turned off: masks change every batch. `teacher` is an
     already loaded MLM teacher, used instead of loading one from `teacher_source` (the tokenizer still comes from there).
     """
+    # Imported here: distill.losses may import this module to register its terms, and recipes imports losses.
+    from distill.recipes import StageConfig, TermConfig, stage_objective
+
     source = resolve_source(teacher_source)
     tokenizer = load_tokenizer(source)
     teacher_model = teacher if teacher is not None else load_masked_lm(source)
     texts = read_corpus(corpus) if isinstance(corpus, CorpusConfig) else list(corpus)
     if not texts:
         raise fail("the corpus has no text", "give at least one sentence")
-    seed_everything(train_config.seed)
+    engine.seed_everything(train_config.seed)
     student_model = student if isinstance(student, PreTrainedModel) else build_mlm_student(teacher_model, student)
     if terms is None:
         same_width = student_model.config.hidden_size == teacher_model.config.hidden_size
-        terms = tuple(t for t in DISTILBERT_MLM_TERMS if same_width or t.name != "distilbert_cos")
+        terms = tuple(TermConfig(name, weight, dict(params)) for name, weight, params in DISTILBERT_MLM_TERMS
+                      if same_width or name != "distilbert_cos")
     objective, extra_modules = stage_objective(StageConfig(name="mlm distil", terms=tuple(terms)),
                                                student_model.config, teacher_model.config)
     data = mlm_loader(texts, tokenizer, batch_size=train_config.batch_size, masking=masking, seed=train_config.seed)
     # The dev metric of `fit` is a task metric, which raw text has none of: train without dev and keep the last weights.
-    history = fit(student_model, data, None, objective, replace(train_config, cache_teacher=False),
+    history = engine.fit(student_model, data, None, objective, replace(train_config, cache_teacher=False),
                   teacher=Teacher(teacher_model) if objective.needs_teacher else None, extra_modules=extra_modules,
                   keep_best=False, desc="mlm distil")
     if out_dir is not None:

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from transformers import AutoModelForMaskedLM, BertConfig
 
 from conftest import tiny_tokenizer
+from distill.config import from_dict
 from distill.demo import DemoConfig, generate
 from distill.engine import TrainConfig
 from distill.errors import AlembertError
 from distill.losses import LOSSES
-from distill.mlm import (IGNORE, CorpusConfig, MaskingConfig, build_mlm_student, distil_mlm, load_masked_lm, mask_tokens, masked_token_kl,
+from distill.mlm import (DISTILBERT_MLM_TERMS, IGNORE, CorpusConfig, MaskingConfig, build_mlm_student, distil_mlm, load_masked_lm, mask_tokens, masked_token_kl,
                          mlm_kd_loss, mlm_loader, mlm_loss, read_corpus)
 from distill.models import Features, StudentConfig
+from distill.recipes import RecipeConfig
 
 
 def sentences(n: int) -> list[str]:
@@ -142,3 +146,10 @@ def test_student_from_alternate_teacher_layers(mlm_teacher_dir):
         key = f"bert.encoder.layer.{{}}.attention.self.query.weight"
         assert torch.equal(s_state[key.format(s)], t_state[key.format(t)])
     assert torch.equal(s_state["cls.predictions.transform.dense.weight"], t_state["cls.predictions.transform.dense.weight"])
+
+
+def test_recipe_file_lists_the_default_terms():
+    path = Path(__file__).resolve().parents[1] / "conf" / "recipe" / "distilbert_mlm.yaml"
+    recipe = from_dict(RecipeConfig, OmegaConf.to_container(OmegaConf.load(path)))
+    listed = [(t.name, t.weight, {k: v for k, v in t.params.items() if k != "positions"}) for t in recipe.stages[0].terms]
+    assert listed == [tuple(term) for term in DISTILBERT_MLM_TERMS]
