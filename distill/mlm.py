@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 IGNORE = -100  # the label cross-entropy skips: positions that were not masked
 TEXT_SUFFIXES = ("", ".txt", ".text")
 KD_POSITIONS = ("masked", "all")
+# Terms that read a classifier's logits and task labels, which raw text has neither of.
+TASK_TERMS = ("kd", "hard", "logit_mse")
 # DistilBERT's published mix (Sanh et al. 2019): 5 x soft targets at T=2, 2 x MLM, 1 x hidden-state cosine.
 # (name, weight, params), as conf/recipe/distilbert_mlm.yaml lists them.
 DISTILBERT_MLM_TERMS = (
@@ -50,7 +52,7 @@ class CorpusConfig:
     `path` is a .csv/.tsv/.jsonl file (or, when no such file exists, a hub dataset name read at `hub_split`).
     """
 
-    path: str
+    path: str | None = None  # None: no corpus, the run distils on a labelled task as usual
     column: str | None = None
     header: bool = True
     max_lines: int | None = None
@@ -79,6 +81,8 @@ class MaskingConfig:
 
 def read_corpus(config: CorpusConfig) -> list[str]:
     """The corpus as a list of non-empty sentences."""
+    if config.path is None:
+        raise fail("no corpus was given", "set corpus.path=/path/to/text.txt (one sentence per line)")
     path = Path(config.path).expanduser()
     if config.column is None:
         if not path.is_file():
@@ -265,6 +269,10 @@ def distil_mlm(teacher_source: str, student: StudentConfig | PreTrainedModel, co
     # Imported here: distill.losses may import this module to register its terms, and recipes imports losses.
     from distill.recipes import StageConfig, TermConfig, stage_objective
 
+    task_terms = sorted({t.name for t in terms or ()} & set(TASK_TERMS))
+    if task_terms:
+        raise fail(f"the term(s) {task_terms} need a labelled task, not raw text",
+                   "use recipe=distilbert_mlm (mlm_kd, mlm, distilbert_cos) for masked-LM distillation")
     source = resolve_source(teacher_source)
     tokenizer = load_tokenizer(source)
     teacher_model = teacher if teacher is not None else load_masked_lm(source)

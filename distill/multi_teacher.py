@@ -26,6 +26,9 @@ from transformers import PreTrainedModel
 from distill.errors import fail
 from distill.models import Features, Teacher, forward_features
 
+# Soft-target terms and their default temperatures (distill.losses.kd_loss, distill.mlm.mlm_kd_loss).
+SOFT_TARGET_TERMS = {"kd": 1.0, "mlm_kd": 2.0}
+
 
 class MultiTeacher:
     """Frozen teachers sharing a tokenizer and label set, mixed with positive weights (normalised to sum 1)."""
@@ -74,6 +77,26 @@ def mix_logits(logits: Sequence[Tensor], weights: Tensor, temperature: float) ->
         return (w * stacked).sum(dim=0)
     log_probs = torch.log_softmax(stacked / temperature, dim=-1)
     return temperature * torch.logsumexp(log_probs + w.log(), dim=0)
+
+
+def soft_target_temperature(stages: Sequence) -> float:
+    """The one temperature of the recipe's soft-target terms (kd, mlm_kd), which the mixture must be taken at.
+
+    `stages` are recipe StageConfigs. Different temperatures, or a scheduled one, cannot be matched by one
+    mixture and are refused; a recipe without soft-target terms gets 1.0.
+    """
+    found = set()
+    for stage in stages:
+        for term in stage.terms:
+            if term.name in SOFT_TARGET_TERMS:
+                if "temperature" in term.schedules:
+                    raise fail(f"the {term.name} term schedules its temperature, which a multi-teacher mixture cannot follow",
+                               "use a constant temperature with several teachers")
+                found.add(float(term.params.get("temperature", SOFT_TARGET_TERMS[term.name])))
+    if len(found) > 1:
+        raise fail(f"the recipe's soft-target terms use temperatures {sorted(found)}",
+                   "use one temperature for every kd term when distilling from several teachers")
+    return found.pop() if found else 1.0
 
 
 def check_compatible(configs: Sequence) -> None:

@@ -18,10 +18,10 @@ from distill.demo import DemoConfig, generate
 from distill.engine import TrainConfig
 from distill.errors import AlembertError
 from distill.losses import LOSSES
-from distill.mlm import (DISTILBERT_MLM_TERMS, IGNORE, CorpusConfig, MaskingConfig, build_mlm_student, distil_mlm, load_masked_lm, mask_tokens, masked_token_kl,
-                         mlm_kd_loss, mlm_loader, mlm_loss, read_corpus)
+from distill.mlm import (DISTILBERT_MLM_TERMS, IGNORE, CorpusConfig, MaskingConfig, build_mlm_student, distil_mlm,
+                         load_masked_lm, mask_tokens, masked_token_kl, mlm_kd_loss, mlm_loader, mlm_loss, read_corpus)
 from distill.models import Features, StudentConfig
-from distill.recipes import RecipeConfig
+from distill.recipes import RecipeConfig, TermConfig
 
 
 def sentences(n: int) -> list[str]:
@@ -118,6 +118,12 @@ def test_loss_terms_match_hand_computation():
 def test_teacher_without_mlm_head_is_refused(tiny_dir):
     with pytest.raises(AlembertError, match="no trained masked-LM head"):
         load_masked_lm(str(tiny_dir("bert", 2)))
+    with pytest.raises(AlembertError, match="no trained masked-LM head"):
+        distil_mlm(str(tiny_dir("bert", 2)), StudentConfig(), ["some text"], TrainConfig())
+    with pytest.raises(AlembertError, match="need a labelled task"):
+        distil_mlm(str(tiny_dir("bert", 2)), StudentConfig(), ["some text"], TrainConfig(), terms=(TermConfig("hard", 1.0),))
+    with pytest.raises(AlembertError, match="no corpus"):
+        read_corpus(CorpusConfig())
 
 
 def test_distil_mlm_brings_the_student_closer_to_the_teacher(mlm_teacher_dir, tmp_path):

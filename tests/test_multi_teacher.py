@@ -13,7 +13,8 @@ from distill.engine import TrainConfig, fit
 from distill.errors import AlembertError
 from distill.losses import KDConfig, kd_objective, soft_targets
 from distill.models import StudentConfig, build_student, load_classifier
-from distill.multi_teacher import MultiTeacher, check_same_tokenizer, mix_logits
+from distill.multi_teacher import MultiTeacher, check_same_tokenizer, mix_logits, soft_target_temperature
+from distill.recipes import StageConfig, TermConfig
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +90,15 @@ def test_fit_distils_from_a_multi_teacher(two_teachers, tiny_dir):
     objective = kd_objective(KDConfig(temperature=2.0, alpha=0.0))
     history = fit(student, data, None, objective, TrainConfig(epochs=1, batch_size=4), teacher=teacher)
     assert history.epochs[0]["kd"] > 0
+
+
+def test_temperature_comes_from_the_recipe():
+    stage = StageConfig(terms=(TermConfig("hard", 0.5), TermConfig("kd", 0.5, {"temperature": 4.0})))
+    assert soft_target_temperature([stage]) == 4.0
+    assert soft_target_temperature([StageConfig(terms=(TermConfig("hard", 1.0),))]) == 1.0
+    other = StageConfig(terms=(TermConfig("kd", 1.0, {"temperature": 2.0}),))
+    with pytest.raises(AlembertError, match="temperatures \\[2.0, 4.0\\]"):
+        soft_target_temperature([stage, other])
+    scheduled = StageConfig(terms=(TermConfig("kd", 1.0, schedules={"temperature": {"kind": "linear", "start": 4, "end": 1}}),))
+    with pytest.raises(AlembertError, match="schedules its temperature"):
+        soft_target_temperature([scheduled])
