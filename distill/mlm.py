@@ -25,7 +25,7 @@ from distill import engine  # the module, not its names: distill.losses may impo
 from distill.errors import atomic_dir, fail
 from distill.losses import register, soft_targets
 from distill.models import (MODEL_INPUTS, Features, StudentConfig, Teacher, _from_pretrained, default_teacher_layers,
-                            init_from_teacher, load_tokenizer, resolve_source, student_config)
+                            disable_attention_dropout, init_from_teacher, load_tokenizer, resolve_source, student_config)
 
 if TYPE_CHECKING:
     from distill.recipes import TermConfig
@@ -289,9 +289,11 @@ def distil_mlm(teacher_source: str, student: StudentConfig | PreTrainedModel, co
                                                student_model.config, teacher_model.config)
     data = mlm_loader(texts, tokenizer, batch_size=train_config.batch_size, masking=masking, seed=train_config.seed)
     # The dev metric of `fit` is a task metric, which raw text has none of: train without dev and keep the last weights.
+    if objective.needs_attentions:
+        disable_attention_dropout(student_model)  # attention terms must see clean maps
     history = engine.fit(student_model, data, None, objective, replace(train_config, cache_teacher=False),
-                  teacher=Teacher(teacher_model) if objective.needs_teacher else None, extra_modules=extra_modules,
-                  keep_best=False, desc="mlm distil")
+                         teacher=Teacher(teacher_model) if objective.needs_teacher else None, extra_modules=extra_modules,
+                         keep_best=False, desc="mlm distil")
     if out_dir is not None:
         with atomic_dir(out_dir) as tmp:
             student_model.save_pretrained(tmp)
