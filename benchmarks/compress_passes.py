@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--data", default="demo")
     parser.add_argument("--train-examples", type=int, default=2000, help="training rows for recovery and Taylor")
     parser.add_argument("--recovery-epochs", type=int, default=1)
+    parser.add_argument("--recovery-lr", type=float, default=5e-5)
+    parser.add_argument("--tag", default="", help="suffix for the result file names")
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--out", default=None, help="where to write compress_results_<data>.{md,json}")
     args = parser.parse_args()
@@ -69,7 +71,7 @@ def main() -> None:
     base, tokenizer = load_model_dir(args.model).eval(), load_tokenizer(args.model)
     data = task_loaders(data_config(args.data, args.train_examples), tokenizer, base, batch_size=32)
     recovery = RecoveryConfig(at_end=True, kd=KDConfig(temperature=2.0, alpha=0.5),
-                              train=TrainConfig(epochs=args.recovery_epochs, batch_size=32, lr=5e-5))
+                              train=TrainConfig(epochs=args.recovery_epochs, batch_size=32, lr=args.recovery_lr))
     rows = []
     for scenario in args.scenarios:
         steps = [config_from_name(name, settings) for name, settings in SCENARIOS[scenario]]
@@ -80,10 +82,11 @@ def main() -> None:
             rows.append({"scenario": scenario if row["step"] != "input" else "-", "accuracy": row.get("metric"), **row})
         rows[-1]["latency_ms"] = round(latency_ms(model, seq_len=64, runs=50, warmup=5), 2)
         print(f"{scenario}: {time.perf_counter() - start:.0f}s", flush=True)
-    name = "demo" if args.data == "demo" else Path(args.data).name
+    name = ("demo" if args.data == "demo" else Path(args.data).name) + args.tag
     out = Path(args.out or Path(__file__).parent)
     table = markdown_table(rows, COLUMNS)
-    (out / f"compress_results_{name}.md").write_text(f"model: {args.model}, data: {args.data}\n\n{table}\n")
+    settings = f"recovery: {args.train_examples} examples, {args.recovery_epochs} epoch(s), lr {args.recovery_lr}"
+    (out / f"compress_results_{name}.md").write_text(f"model: {args.model}, data: {args.data}, {settings}\n\n{table}\n")
     (out / f"compress_results_{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(table)
 
