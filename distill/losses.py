@@ -170,5 +170,5 @@ def kd_objective(config: KDConfig, *, regression: bool = False) -> Objective:
     return Objective((Term("hard", config.alpha), Term(soft, 1.0 - config.alpha, params)))
 
 
-# The layer-wise terms (DistilBERT, TinyBERT, MiniLM) register themselves on import.
-from distill import layerwise  # noqa: E402,F401
+# The layer-wise (DistilBERT, TinyBERT, MiniLM) and masked-LM terms register themselves on import.
+from distill import layerwise, mlm  # noqa: E402,F401

@@ -22,6 +22,9 @@ from distill.errors import AlembertError, fail
 from distill.losses import KDConfig
 from distill.recipes import RecipeConfig, StageConfig, TermConfig, stage_objective
 from distill.metrics import task_metrics, teacher_agreement
+from distill.augment import AugmentConfig, augment_with
+from distill.mlm import CorpusConfig, MaskingConfig, distil_mlm
+from distill.multi_teacher import MultiTeacher, check_same_tokenizer, soft_target_temperature
 from distill.models import (StudentConfig, Teacher, build_student, count_parameters, disable_attention_dropout, load_classifier,
                             load_tokenizer, resolve_source, save_model)
 from distill.report import latency_ms, save_table, size_on_disk_mb
@@ -54,14 +57,22 @@ class RunConfig:
     finetune: FinetuneConfig = FinetuneConfig()
     baseline: bool = True
     latency_seq_len: int = 64
+    corpus: CorpusConfig = CorpusConfig()  # corpus.path set: task-agnostic masked-LM distillation on raw text
+    masking: MaskingConfig = MaskingConfig()
+    augment: AugmentConfig = AugmentConfig()  # TinyBERT transfer-set augmentation with an MLM model
+    teachers: tuple[str, ...] = ()  # several teachers sharing a tokenizer: their soft targets are averaged
+    teacher_weights: tuple[float, ...] | None = None
 
 
 @dataclass
 class Loaders:
+    """`train` fine-tunes the teacher; `transfer` (train, or its augmented copy) distils the student."""
+
     train: DataLoader
     dev: DataLoader | None
     eval: DataLoader
     eval_split: str
+    transfer: DataLoader | None = None
 
 
 @dataclass
@@ -100,7 +111,12 @@ def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
 
     eval_split = "test" if "test" in task.splits else "dev" if "dev" in task.splits else "train"
     dev = build("dev", False) if "dev" in task.splits else None
-    return Loaders(train=build("train", True), dev=dev, eval=build(eval_split, False), eval_split=eval_split)
+    train = build("train", True)
+    transfer = train
+    if config.augment.enabled:
+        augmented = replace(task, splits={**task.splits, "train": augment_with(config.augment, task.splits["train"])})
+        transfer = make_loaders(augmented, tokenizer, replace(config, augment=replace(config.augment, enabled=False))).train
+    return Loaders(train=train, dev=dev, eval=build(eval_split, False), eval_split=eval_split, transfer=transfer)
 
 
 def prepare_teacher(run: Setup, config: RunConfig) -> tuple[PreTrainedModel, str]:
@@ -157,7 +173,7 @@ def describe(name: str, model: PreTrainedModel, model_dir: Path | str, run: Setu
 
 
 def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use_teacher: bool,
-           out_dir: Path | None = None) -> tuple[PreTrainedModel, float]:
+           out_dir: Path | None = None, teacher: Teacher | MultiTeacher | None = None) -> tuple[PreTrainedModel, float]:
     """Build the student and train it through the recipe's stages, or on hard labels only (the baseline).
 
     With `out_dir`, each stage checkpoints to out_dir/checkpoints/<student|baseline>-stage<N>/ and logs
@@ -166,14 +182,15 @@ def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use
     seed_everything(config.train.seed)
     student = build_student(teacher_model, config.student)
     stages = config.recipe.stages if use_teacher else (HARD_LABELS,)
-    teacher = Teacher(teacher_model)
+    teacher = teacher or Teacher(teacher_model)
+    train = run.loaders.transfer if use_teacher and run.loaders.transfer is not None else run.loaders.train
     start = time.perf_counter()
     for number, stage in enumerate(stages, 1):
         objective, extra_modules = stage_objective(stage, student.config, teacher_model.config)
         if objective.needs_attentions:
             disable_attention_dropout(student)
         stage_train = replace(config.train, epochs=stage.epochs if stage.epochs is not None else config.train.epochs)
-        fit(student, run.loaders.train, run.loaders.dev, objective, stage_train,
+        fit(student, train, run.loaders.dev, objective, stage_train,
             teacher=teacher if objective.needs_teacher else None, extra_modules=extra_modules,
             keep_best=number == len(stages), desc=stage.name if use_teacher else "baseline",
             **_stage_dirs(out_dir, "student" if use_teacher else "baseline", number))
@@ -194,16 +211,19 @@ def run(config: RunConfig, out_dir: str | Path) -> list[dict]:
     """
     distributed.init_from_env()
     out_dir = Path(distributed.broadcast_object(str(out_dir)))
+    if config.corpus.path is not None:
+        return run_masked_lm(config, out_dir)
     main = distributed.is_main()
     start = time.perf_counter()
     prepared = setup(config)
     teacher_model, teacher_dir = prepare_teacher(prepared, config)
+    teacher = build_teacher(prepared, teacher_model, config)
     teacher_s = time.perf_counter() - start
     teacher_logits = predict_logits(teacher_model, prepared.loaders.eval)[0] if main else None
     rows = [describe("teacher", teacher_model, teacher_dir, prepared, config, teacher_logits=teacher_logits, train_s=teacher_s)] if main else []
     variants = [("student (KD)", "student", True)] + ([("student (no KD)", "baseline", False)] if config.baseline else [])
     for name, folder, use_teacher in variants:
-        student, seconds = distil(prepared, teacher_model, config, use_teacher=use_teacher, out_dir=out_dir)
+        student, seconds = distil(prepared, teacher_model, config, use_teacher=use_teacher, out_dir=out_dir, teacher=teacher)
         if not main:
             continue
         save_model(student, prepared.tokenizer, out_dir / folder, extra={"distilled_from": teacher_dir} if use_teacher else None)
@@ -213,3 +233,25 @@ def run(config: RunConfig, out_dir: str | Path) -> list[dict]:
     table = save_table(rows, SUMMARY_COLUMNS, out_dir, "summary")
     print(f"\nResults on the {prepared.loaders.eval_split} split ({out_dir}):\n{table}")
     return rows
+
+
+def build_teacher(run: Setup, first: PreTrainedModel, config: RunConfig) -> Teacher | MultiTeacher:
+    """One frozen teacher, or with `teachers` several whose soft targets are averaged by `teacher_weights`."""
+    if not config.teachers:
+        return Teacher(first)
+    sources = [resolve_source(name) for name in config.teachers]
+    check_same_tokenizer([run.tokenizer] + [load_tokenizer(source) for source in sources])
+    others = [prepare_teacher(replace(run, source=source, teacher_labels=_trained_label_names(source)), config)[0]
+              for source in sources]
+    return MultiTeacher([first, *others], config.teacher_weights, temperature=soft_target_temperature(config.recipe.stages))
+
+
+def run_masked_lm(config: RunConfig, out_dir: Path) -> list[dict]:
+    """Task-agnostic DistilBERT distillation on raw text: the student keeps an MLM head, for later fine-tuning."""
+    if len(config.recipe.stages) != 1:
+        raise fail("masked-LM distillation takes a one-stage recipe", "use recipe=distilbert_mlm")
+    _, history = distil_mlm(config.teacher, config.student, config.corpus, config.train,
+                            terms=config.recipe.stages[0].terms, masking=config.masking, out_dir=out_dir / "student")
+    if distributed.is_main():
+        save_table(history.epochs, sorted({key for row in history.epochs for key in row}), out_dir, "summary")
+    return history.epochs
