@@ -5,7 +5,7 @@
 
 Builds the bundle (demo task data for calibration and the dev metric), runs the bench grid, and
 an int8 study (per-tensor vs per-channel vs reduced range, MinMax/Entropy/Percentile calibration)
-at batch 1, sequence 64. Writes benchmarks/results/export_<name>*.md|json. Every ratio in one
+at batch 1, sequence 64. Writes benchmarks/export_results/export_<name>*.md|json. Every ratio in one
 table comes from one round-robin run; absolute milliseconds depend on the machine's load.
 """
 
@@ -23,7 +23,7 @@ from export.bench import BenchConfig, bench, SUMMARY_COLUMNS, COLUMNS
 from export.bundle import build_bundle
 from export.config import CalibrationConfig, ExportConfig
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "export_results"
 DEMO = DataConfig(task="demo", demo=DemoConfig(dev_size=2000))
 STUDY = {  # int8 settings compared on accuracy and speed; the main bundle uses the first
     "per-tensor, minmax": dict(per_channel=False, reduce_range=False, calibration=CalibrationConfig(method="minmax")),
