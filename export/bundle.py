@@ -31,6 +31,7 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 EVAL_BATCH = 32
 CALIBRATION_BATCH = 8
+TORCH_INT8_WEIGHTS = "model_int8.pt"  # what compress.saving writes for a torch dynamic-int8 model
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ def build_bundle(config: ExportConfig) -> Path:
     if not model_dir.is_dir():
         raise fail(f"model directory {model_dir} does not exist", "pass a directory saved by python -m distill, "
                    "python -m compress or save_pretrained")
+    if (model_dir / TORCH_INT8_WEIGHTS).is_file():
+        raise fail(f"{model_dir} holds a PyTorch dynamic-int8 model ({TORCH_INT8_WEIGHTS} from python -m compress), "
+                   "whose packed int8 layers the ONNX exporter cannot trace",
+                   "export the float model saved before the quantize_dynamic pass; the bundle's int8_dynamic and "
+                   "int8_static variants quantize it for onnxruntime")
     source = resolve_source(str(model_dir))
     model, tokenizer = load_model_dir(source), load_tokenizer(source)
     out = Path(config.out).expanduser() if config.out else default_out(model_dir)

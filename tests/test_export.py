@@ -203,6 +203,15 @@ def test_bad_settings_fail_with_one_clear_line(overrides, message, tiny_dir, tmp
     assert "\n" not in str(error.value) and "; " in str(error.value)
 
 
+def test_a_torch_int8_compress_result_is_refused_with_the_way_out(tmp_path):
+    model_dir = tmp_path / "int8"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    (model_dir / "model_int8.pt").write_bytes(b"")
+    with pytest.raises(AlembertError, match="PyTorch dynamic-int8 model .* export the float model saved before the quantize_dynamic pass"):
+        build_bundle(ExportConfig(model=str(model_dir), out=str(tmp_path / "b"), variants=()))
+
+
 def test_data_with_foreign_labels_is_refused(tiny_dir, tmp_path):
     data = tmp_path / "d.tsv"
     data.write_text("sentence\tlabel\ngood film\tyes\nbad film\tno\n")
