@@ -180,6 +180,9 @@ def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use
     TensorBoard events to out_dir/tensorboard/<student|baseline>-stage<N>/ when the train config asks for it.
     """
     seed_everything(config.train.seed)
+    for data in (run.loaders.train, run.loaders.transfer):
+        if data is not None and data.generator is not None:
+            data.generator.manual_seed(config.train.seed)  # KD and baseline students see the same batch order
     student = build_student(teacher_model, config.student)
     stages = config.recipe.stages if use_teacher else (HARD_LABELS,)
     teacher = teacher or Teacher(teacher_model)
