@@ -5,6 +5,7 @@ Plain functions over typed configs; only distill/__main__.py knows about Hydra.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -15,6 +16,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, PreTrainedModel
 
+from compress.cli import CompressStage, run_stage
+from compress.pipeline import TaskLoaders
 from distill import distributed
 from distill.data import DataConfig, TaskData, encode, load_task, loader
 from distill.engine import TrainConfig, fit, predict_logits, seed_everything
@@ -60,6 +63,7 @@ class RunConfig:
     corpus: CorpusConfig = CorpusConfig()  # corpus.path set: task-agnostic masked-LM distillation on raw text
     masking: MaskingConfig = MaskingConfig()
     augment: AugmentConfig = AugmentConfig()  # TinyBERT transfer-set augmentation with an MLM model
+    compress: CompressStage = CompressStage()  # passes run on the distilled student, e.g. compress.passes=[prune_ffn]
     teachers: tuple[str, ...] = ()  # several teachers sharing a tokenizer: their soft targets are averaged
     teacher_weights: tuple[float, ...] | None = None
 
@@ -231,6 +235,8 @@ def run(config: RunConfig, out_dir: str | Path) -> list[dict]:
             continue
         save_model(student, prepared.tokenizer, out_dir / folder, extra={"distilled_from": teacher_dir} if use_teacher else None)
         rows.append(describe(name, student, out_dir / folder, prepared, config, teacher_logits=teacher_logits, train_s=seconds))
+        if use_teacher and config.compress.passes:
+            compress_student(student, prepared, config, out_dir)
     if not main:
         return rows
     table = save_table(rows, SUMMARY_COLUMNS, out_dir, "summary")
@@ -258,3 +264,9 @@ def run_masked_lm(config: RunConfig, out_dir: Path) -> list[dict]:
     if distributed.is_main():
         save_table(history.epochs, sorted({key for row in history.epochs for key in row}), out_dir, "summary")
     return history.epochs
+
+
+def compress_student(student: PreTrainedModel, run: Setup, config: RunConfig, out_dir: Path) -> None:
+    """Run the compression passes on a copy of the distilled student; writes out_dir/compressed/."""
+    data = TaskLoaders(train=run.loaders.train, dev=run.loaders.dev, regression=run.task.regression)
+    run_stage(copy.deepcopy(student), run.tokenizer, config.compress, data, out_dir / "compressed")

@@ -75,3 +75,13 @@ def test_masked_lm_distillation_refuses_a_teacher_without_an_mlm_head(tiny_dir, 
                      recipe=RecipeConfig(stages=(StageConfig(terms=(TermConfig("mlm", 1.0),)),)))
     with pytest.raises(AlembertError, match="masked-LM head|MLM head"):
         run(config, tmp_path / "out")
+
+
+def test_compression_passes_run_after_distillation(tiny_dir, tmp_path):
+    from compress.cli import CompressStage
+
+    config = _config(tiny_dir("bert"), compress=CompressStage(passes=("prune_ffn",), settings={"prune_ffn": {"ratio": 0.5}}))
+    run(config, tmp_path / "out")
+    compressed = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "compressed" / "model")
+    assert compressed.config.intermediate_size == 32  # half of the tiny model's 64
+    assert (tmp_path / "out" / "compressed" / "compress_report.md").is_file()
