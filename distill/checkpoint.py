@@ -76,8 +76,9 @@ def restore_rng(state: dict) -> None:
 def fingerprint(modules: tuple[nn.Module, ...], *, stage: str, terms: str, config: dict, batches: int) -> dict:
     """What must match for a checkpoint to be resumable by this run (JSON-safe, compared key by key)."""
     shapes = {f"{i}.{name}": list(p.shape) for i, module in enumerate(modules) for name, p in module.state_dict().items()}
-    return {"format": FORMAT, "stage": stage, "loss terms": terms, "parameters": shapes, "batches per epoch": batches,
-            "world size": distributed.world()[1], "settings": config}
+    # Ordered so the first difference reported is the cause: a new world size or batch size also changes batches per epoch.
+    return {"format": FORMAT, "stage": stage, "loss terms": terms, "world size": distributed.world()[1],
+            "parameters": shapes, "settings": config, "batches per epoch": batches}
 
 
 class Checkpointer:

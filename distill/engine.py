@@ -102,9 +102,11 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
     run = _prepare(model, train, dev, objective, teacher, config, extra_modules, desc, checkpoint_dir, log_dir)
     state = LoopState()
     if config.resume:
-        state = run.checkpoints.restore(run.modules, run.optimizer, run.scheduler, run.scaler) or state
-        _say(f"{desc}: resuming at step {state.step} (epoch {state.epoch + 1}, batch {state.batch})" if state.step
-             else f"{desc}: no checkpoint in {checkpoint_dir}, starting afresh")
+        restored = run.checkpoints.restore(run.modules, run.optimizer, run.scheduler, run.scaler)
+        state = restored or state
+        _say(f"{desc}: no checkpoint in {checkpoint_dir}, starting afresh" if restored is None
+             else f"{desc}: already finished, its final weights loaded from {checkpoint_dir}" if state.finished
+             else f"{desc}: resuming at step {state.step} (epoch {state.epoch + 1}, batch {state.batch})")
     if not state.finished:
         _train(run, state)
         if keep_best and state.best_state is not None:
@@ -154,7 +156,7 @@ def _prepare(model, train, dev, objective, teacher, config, extra_modules, desc,
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     checkpoints = None
-    if checkpoint_dir is not None:
+    if checkpoint_dir is not None and (config.checkpoint_every or config.resume):  # else no state is worth the disk
         settings = {key: getattr(config, key) for key in RESUME_KEYS}
         checkpoints = Checkpointer(checkpoint_dir, fingerprint(modules, stage=desc, terms=repr(objective.terms),
                                                                config=settings, batches=batches))
