@@ -29,7 +29,12 @@ def main(cfg: DictConfig) -> None:
         config = from_dict(RunConfig, OmegaConf.to_container(cfg, resolve=True))
         run(config, out_dir)
 
-    run_cli(job, cleanup=lambda: shutil.rmtree(out_dir, ignore_errors=True))
+    def cleanup() -> None:
+        # A failed run leaves nothing behind, except checkpoints a later `train.resume=true` needs.
+        if not (out_dir / "checkpoints").exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+    run_cli(job, cleanup=cleanup)
 
 
 if __name__ == "__main__":
