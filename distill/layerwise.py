@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from distill.errors import fail
 from distill.losses import LOSSES, Objective, Term, register
-from distill.models import Features
+from distill.models import Features, split_heads  # noqa: F401  split_heads is part of this module's API
 
 LAYER_KINDS = ("uniform", "last_k", "explicit")
 # Probabilities are clamped before a log so that an exact 0 (underflow, dropout) gives a large finite term, not inf.
@@ -321,12 +321,6 @@ def minilm_value_loss(student: Features, teacher: Features, *, mask: Tensor | No
         _same_shape(s_relation, t_relation, "value relations", "student and teacher must see the same batch")
         losses.append(_kl_rows(t_relation, s_relation, mask))
     return torch.stack(losses).mean()
-
-
-def split_heads(projected: Tensor, num_heads: int) -> Tensor:
-    """A value Linear's output (batch, seq, heads*head_dim) -> (batch, heads, seq, head_dim), for Features.values."""
-    batch, seq, width = projected.shape
-    return projected.view(batch, seq, num_heads, width // num_heads).transpose(1, 2)
 
 
 # ---------------------------------------------------------------- what a recipe needs

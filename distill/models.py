@@ -201,7 +201,7 @@ def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool
         attention_mask=batch["attention_mask"],
         hidden_states=output.hidden_states if hidden else None,
         attentions=output.attentions if attentions else None,
-        values=tuple(_split_heads(v, heads) for v in captured) if values else None,
+        values=tuple(split_heads(v, heads) for v in captured) if values else None,
         labels=batch.get("labels"),
     )
 
@@ -215,9 +215,10 @@ def value_projections(model: nn.Module) -> list[nn.Module]:
     return modules
 
 
-def _split_heads(projected: Tensor, heads: int) -> Tensor:
+def split_heads(projected: Tensor, num_heads: int) -> Tensor:
+    """A value Linear's output (batch, seq, heads*head_dim) -> (batch, heads, seq, head_dim), for Features.values."""
     batch, seq, width = projected.shape
-    return projected.view(batch, seq, heads, width // heads).transpose(1, 2)
+    return projected.view(batch, seq, num_heads, width // num_heads).transpose(1, 2)
 
 
 def disable_attention_dropout(model: nn.Module) -> None:
