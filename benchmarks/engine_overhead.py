@@ -26,7 +26,7 @@ from distill.data import DataConfig, encode, load_task, loader
 from distill.demo import DemoConfig, vocabulary
 from distill.engine import TrainConfig, fit, seed_everything
 from distill.losses import Objective, Term, soft_targets
-from distill.models import Teacher, forward_features
+from distill.models import Teacher
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

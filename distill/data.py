@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from distill.demo import DemoConfig, generate as generate_demo
-from distill.errors import AlembertError, fail
+from distill.errors import fail
 
 SPLITS = ("train", "dev", "test")
 TASK_TYPES = ("classification", "regression")
@@ -228,4 +228,4 @@ def loader(rows: list[dict], tokenizer, *, batch_size: int, regression: bool, sh
                       collate_fn=make_collate(tokenizer.pad_token_id or 0, regression))
 
 
-__all__ = ["AlembertError", "DataConfig", "Example", "TaskData", "encode", "load_task", "loader", "read_table"]
+__all__ = ["DataConfig", "Example", "TaskData", "encode", "load_task", "loader", "read_table"]

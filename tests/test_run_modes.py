@@ -1,6 +1,5 @@
 """The run's other modes on tiny models: several teachers, an augmented transfer set, and raw-text MLM distillation."""
 
-from dataclasses import replace
 
 import pytest
 import torch
