@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,23 +84,27 @@ class _Run:
     desc: str
     checkpoints: Checkpointer | None
     writer: object | None
+    on_evaluate: Callable[[int, dict[str, float]], None] | None = None
 
 
 def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: Objective, config: TrainConfig, *,
         teacher: Teacher | CachedTeacher | None = None, extra_modules: tuple[nn.Module, ...] = (),
         keep_best: bool = True, desc: str = "train", checkpoint_dir: str | Path | None = None,
-        log_dir: str | Path | None = None) -> History:
+        log_dir: str | Path | None = None, on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> History:
     """Train `model` in place; with `keep_best` it ends holding the weights of its best dev evaluation.
 
     Intermediate stages (layer-wise losses only) pass keep_best=False: their dev metric says nothing yet.
     `extra_modules` (e.g. TinyBERT's hidden projection) are optimised with the model but are not part of it.
     `checkpoint_dir` is where `checkpoint_every`/`resume` write and read; `log_dir` where TensorBoard writes.
+    `on_evaluate(step, dev_metrics)` is called after each dev evaluation (a sweep reports it to Optuna and may
+    raise optuna.TrialPruned from it, which ends training).
     """
     _validate(train, objective, teacher, config, checkpoint_dir, log_dir)
     if teacher is not None and config.cache_teacher and not (objective.needs_hidden or objective.needs_attentions
                                                              or objective.needs_values):
         teacher = CachedTeacher.build(teacher, train)
     run = _prepare(model, train, dev, objective, teacher, config, extra_modules, desc, checkpoint_dir, log_dir)
+    run.on_evaluate = on_evaluate
     state = LoopState()
     if config.resume:
         restored = run.checkpoints.restore(run.modules, run.optimizer, run.scheduler, run.scaler)
@@ -282,6 +287,8 @@ def _evaluate(run: _Run, state: LoopState) -> None:
         run.writer.flush()
     _say(f"{run.desc} epoch {state.epoch + 1} step {state.step}: "
          + ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "step")))
+    if run.on_evaluate is not None and metrics:
+        run.on_evaluate(state.step, dict(metrics))
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ import copy
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,6 +38,7 @@ FINETUNE_MODES = ("auto", "always", "never")
 FINETUNE_KEY_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed", "grad_accum",
                        "precision")
 HARD_LABELS = StageConfig(name="hard labels", terms=(TermConfig("hard", 1.0),))
+EvalCallback = Callable[[int, dict[str, float]], None]  # (step, dev metrics) after each evaluation
 SUMMARY_COLUMNS = ["model", "layers", "accuracy", "agreement", "kl_to_teacher", "params", "non_embedding_params", "size_mb", "latency_ms", "train_s"]
 
 
@@ -177,11 +179,13 @@ def describe(name: str, model: PreTrainedModel, model_dir: Path | str, run: Setu
 
 
 def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use_teacher: bool,
-           out_dir: Path | None = None, teacher: Teacher | MultiTeacher | None = None) -> tuple[PreTrainedModel, float]:
+           out_dir: Path | None = None, teacher: Teacher | MultiTeacher | None = None,
+           on_evaluate: EvalCallback | None = None) -> tuple[PreTrainedModel, float]:
     """Build the student and train it through the recipe's stages, or on hard labels only (the baseline).
 
     With `out_dir`, each stage checkpoints to out_dir/checkpoints/<student|baseline>-stage<N>/ and logs
     TensorBoard events to out_dir/tensorboard/<student|baseline>-stage<N>/ when the train config asks for it.
+    `on_evaluate` sees the dev evaluations of the last stage only: earlier (layer-wise) stages' metrics mean nothing yet.
     """
     seed_everything(config.train.seed)
     for data in (run.loaders.train, run.loaders.transfer):
@@ -200,6 +204,7 @@ def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use
         fit(student, train, run.loaders.dev, objective, stage_train,
             teacher=teacher if objective.needs_teacher else None, extra_modules=extra_modules,
             keep_best=number == len(stages), desc=stage.name if use_teacher else "baseline",
+            on_evaluate=on_evaluate if number == len(stages) else None,
             **_stage_dirs(out_dir, "student" if use_teacher else "baseline", number))
     return student, time.perf_counter() - start
 
@@ -211,8 +216,10 @@ def _stage_dirs(out_dir: Path | None, folder: str, number: int) -> dict:
             "log_dir": out_dir / "tensorboard" / f"{folder}-stage{number}"}
 
 
-def run(config: RunConfig, out_dir: str | Path) -> list[dict]:
+def run(config: RunConfig, out_dir: str | Path, on_evaluate: EvalCallback | None = None) -> list[dict]:
     """The whole job; writes student/, (baseline/), summary.md and summary.json under `out_dir`.
+
+    `on_evaluate(step, dev_metrics)` follows the distilled student's last training stage (not the baseline's).
 
     Under torchrun every rank trains; rank 0 alone evaluates, saves and prints, into rank 0's `out_dir`.
     """
@@ -230,7 +237,8 @@ def run(config: RunConfig, out_dir: str | Path) -> list[dict]:
     rows = [describe("teacher", teacher_model, teacher_dir, prepared, config, teacher_logits=teacher_logits, train_s=teacher_s)] if main else []
     variants = [("student (KD)", "student", True)] + ([("student (no KD)", "baseline", False)] if config.baseline else [])
     for name, folder, use_teacher in variants:
-        student, seconds = distil(prepared, teacher_model, config, use_teacher=use_teacher, out_dir=out_dir, teacher=teacher)
+        student, seconds = distil(prepared, teacher_model, config, use_teacher=use_teacher, out_dir=out_dir, teacher=teacher,
+                                  on_evaluate=on_evaluate if use_teacher else None)
         if not main:
             continue
         save_model(student, prepared.tokenizer, out_dir / folder, extra={"distilled_from": teacher_dir} if use_teacher else None)

@@ -1,0 +1,82 @@
+"""`python -m distill.sweep sweep=NAME [overrides...]`: the only part of the sweep that touches Hydra/OmegaConf.
+
+`sweep=NAME` picks conf/sweep/NAME.yaml. An override whose first key is a sweep setting (n_trials=20,
+storage=..., pruner=median, export.enabled=true, ...) changes the sweep; any other (teacher=/path, data.max_length=64)
+is added to the sweep's base overrides of every trial. Each trial's config is composed by Hydra from
+conf/config.yaml exactly as `python -m distill <base overrides> <trial overrides>` would compose it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import distill.__main__  # noqa: F401  (registers the one_minus and kd_params resolvers the recipes use)
+from distill.config import from_dict
+from distill.errors import fail, run_cli
+from distill.run import RunConfig
+from distill.sweep.settings import SWEEP_KEYS, SweepConfig
+from distill.sweep.sweep import run_sweep
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+SWEEP_DIR = CONF_DIR / "sweep"
+RUN_CONFIG = "config"
+
+
+def sweep_names() -> list[str]:
+    return sorted(path.stem for path in SWEEP_DIR.glob("*.yaml"))
+
+
+def split_args(args: list[str]) -> tuple[str, list[str], list[str]]:
+    """(sweep name, overrides of the sweep config, overrides added to every trial's run)."""
+    names = [arg.split("=", 1)[1] for arg in args if arg.startswith("sweep=")]
+    if len(names) != 1 or names[0] not in sweep_names():
+        given = f"sweep={names[0]} is not in {SWEEP_DIR}" if names else "no sweep=NAME was given"
+        raise fail(given, f"choose one of: {', '.join(f'sweep={n}' for n in sweep_names())}")
+    rest = [arg for arg in args if not arg.startswith("sweep=")]
+    for arg in rest:
+        if "=" not in arg:
+            raise fail(f"argument '{arg}' is not an override", "write key=value, e.g. n_trials=20 or teacher=/path/to/model")
+    is_sweep = [arg.split("=", 1)[0].lstrip("+~").split(".", 1)[0] in SWEEP_KEYS for arg in rest]
+    return names[0], [a for a, s in zip(rest, is_sweep) if s], [a for a, s in zip(rest, is_sweep) if not s]
+
+
+def _compose(name: str, overrides: list[str]) -> dict:
+    """Compose and resolve a config to plain data; Hydra's and OmegaConf's errors become one line."""
+    try:
+        return OmegaConf.to_container(compose(config_name=name, overrides=overrides), resolve=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise fail(f"cannot compose {name} with overrides {' '.join(overrides) or '(none)'}: {detail}",
+                   "check the keys and values (see conf/config.yaml and conf/sweep/)") from None
+
+
+def load_sweep(name: str, sweep_overrides: list[str], run_overrides: list[str]) -> SweepConfig:
+    # A config in conf/sweep/ composes under the `sweep` package, so its overrides are addressed there too.
+    nested = [arg[:len(arg) - len(arg.lstrip("+~"))] + "sweep." + arg.lstrip("+~") for arg in sweep_overrides]
+    raw = _compose(f"sweep/{name}", nested)["sweep"]
+    raw["base_overrides"] = list(raw.get("base_overrides") or []) + run_overrides
+    return from_dict(SweepConfig, raw)
+
+
+def compose_run(overrides: tuple[str, ...]) -> RunConfig:
+    """A trial's typed config, composed exactly as `python -m distill <overrides>` composes it."""
+    return from_dict(RunConfig, _compose(RUN_CONFIG, list(overrides)))
+
+
+def main(args: list[str]) -> None:
+    name, sweep_overrides, run_overrides = split_args(args)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sweep"):
+        sweep = load_sweep(name, sweep_overrides, run_overrides)
+        base = _compose(RUN_CONFIG, list(sweep.base_overrides))
+        compose_run(tuple(sweep.base_overrides))  # the base alone must make a valid run config
+        run_sweep(sweep, base, compose_run)
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(sys.argv[1:]))

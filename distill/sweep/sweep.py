@@ -1,0 +1,91 @@
+"""The sweep as one plain function over typed inputs: check everything, open the study, work, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from tqdm.auto import tqdm
+
+from distill.errors import fail
+from distill.sweep.driver import Compose, Trials, Worker, run_worker
+from distill.sweep.figures import PRIMARY, check_objectives
+from distill.sweep.settings import SweepConfig
+from distill.sweep.space import ParamSpec, check_keys, hydra_value, overrides_for, parse_space, split_params
+from distill.sweep.storage import claim_lock, open_storage, open_study, shown, storage_url, supports_heartbeat
+from distill.sweep import results
+
+SAMPLERS = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+PRUNERS = {
+    "none": optuna.pruners.NopPruner,
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    "hyperband": optuna.pruners.HyperbandPruner,
+}
+
+
+def out_dir_of(sweep: SweepConfig) -> Path:
+    return Path(sweep.out_dir or f"sweeps/{sweep.study_name}").expanduser()
+
+
+def _pick(registry: dict, name: str, what: str):
+    if name not in registry:
+        raise fail(f"{what}={name} is unknown", f"use one of {', '.join(registry)}")
+    return registry[name]
+
+
+def check_pruning(sweep: SweepConfig) -> bool:
+    """True when trials report dev evaluations to the pruner: one objective that is the dev metric, maximized."""
+    _pick(PRUNERS, sweep.pruner, "pruner")
+    if sweep.pruner == "none":
+        return False
+    objective = sweep.objectives[0]
+    if len(sweep.objectives) > 1:
+        raise fail(f"pruner={sweep.pruner} needs a single objective (Optuna cannot prune multi-objective trials)", "set pruner=none")
+    if objective.metric.removeprefix("dev_") not in PRIMARY or objective.direction != "maximize":
+        raise fail(f"pruner={sweep.pruner} prunes on the dev metric, but the objective is {objective.metric} ({objective.direction})",
+                   "use objective dev_accuracy (maximize), or pruner=none")
+    return True
+
+
+def dry_compose(space: tuple[ParamSpec, ...], base: dict, compose: Compose, base_overrides: tuple[str, ...]) -> None:
+    """Compose the run config once per choice and range end, so a bad value fails before any trial runs."""
+    for spec in space:
+        values = spec.choices if spec.type == "categorical" else (spec.low, spec.high)
+        for value in values:
+            run_params, _ = split_params({spec.key: hydra_value(value) if isinstance(value, (list, tuple)) else value})
+            if run_params:
+                compose(tuple(base_overrides) + overrides_for(run_params, base))
+
+
+def prepare(sweep: SweepConfig, base: dict, compose: Compose) -> Trials:
+    space = parse_space(sweep.space)
+    check_keys(space, base, sweep.base_overrides)
+    check_objectives(tuple(s.metric for s in sweep.objectives), sweep.export.enabled)
+    _pick(SAMPLERS, sweep.sampler, "sampler")
+    prune = check_pruning(sweep)
+    dry_compose(space, base, compose, sweep.base_overrides)
+    return Trials(sweep, space, base, compose, out_dir_of(sweep).resolve(), prune)
+
+
+def run_sweep(sweep: SweepConfig, base: dict, compose: Compose) -> optuna.Study:
+    """Check the sweep, run this worker's share of trials, then write the results table and plots."""
+    trials = prepare(sweep, base, compose)
+    trials.out_dir.mkdir(parents=True, exist_ok=True)
+    url = storage_url(sweep.storage, trials.out_dir, sweep.study_name)
+    storage = open_storage(url, sweep.heartbeat)
+    study = open_study(storage, url, sweep.study_name, tuple(s.metric for s in sweep.objectives),
+                       tuple(s.direction for s in sweep.objectives), SAMPLERS[sweep.sampler](sweep.seed), PRUNERS[sweep.pruner]())
+    tqdm.write(f"sweep {sweep.study_name}: storage {shown(url)}, trials in {trials.out_dir}")
+    run_worker(Worker(study, trials, claim_lock(url, sweep.study_name), supports_heartbeat(storage)))
+    print(results.save_results(study, sweep, trials.out_dir))
+    for name, where in results.save_plots(study, sweep, trials.out_dir).items():
+        print(f"plot {name}: {where}")
+    if sweep.export_best:
+        trial = results.chosen_trial(study, sweep)
+        bundle = results.export_best(trial, compose(tuple(trial.user_attrs["overrides"])), sweep, trials.out_dir / "best-onnx")
+        print(f"trial {trial.number} exported to {bundle}")
+    return study
