@@ -13,13 +13,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from distill.errors import fail
 from distill.sweep.settings import HeartbeatSettings
 
 JOURNAL_PREFIX = "journal:"
+
+def _retry_kwargs(max_retry: int) -> dict:
+    """Optuna 4.9 renamed the retry callback and its argument; the old names warn and go away in Optuna 6."""
+    new = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    if new is not None:
+        return {"heartbeat_stale_trial_callback": new(max_retry=max_retry)}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
+
 Lock = Callable[[], contextlib.AbstractContextManager]
 
 
@@ -60,8 +68,7 @@ def _rdb(url: str, heartbeat: HeartbeatSettings) -> BaseStorage:
     engine_kwargs = {"connect_args": {"timeout": 60}} if dialect == "sqlite" else {"pool_pre_ping": True}
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat.interval,
-                          grace_period=heartbeat.grace_period,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=heartbeat.max_retry))
+                          grace_period=heartbeat.grace_period, **_retry_kwargs(heartbeat.max_retry))
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as err:
         raise fail(f"cannot reach the storage {shown(url)}: {_first_line(err)}",
                    "start the database or fix the URL (nothing falls back to another storage)") from None
