@@ -19,12 +19,9 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import distill.__main__  # noqa: F401  (registers the one_minus and kd_params resolvers the recipes use)
 from distill.config import from_dict
 from distill.errors import fail, run_cli
-from distill.run import RunConfig
 from distill.sweep.settings import SWEEP_KEYS, SweepConfig
-from distill.sweep.sweep import run_sweep
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 SWEEP_DIR = CONF_DIR / "sweep"
@@ -80,17 +77,22 @@ def load_sweep(path: Path, sweep_overrides: list[str], run_overrides: list[str])
     return from_dict(SweepConfig, raw)
 
 
-def compose_run(overrides: tuple[str, ...]) -> RunConfig:
-    """A trial's typed config, composed exactly as `python -m distill <overrides>` composes it."""
+def compose_run(overrides: tuple[str, ...]):
+    """A trial's typed RunConfig, composed exactly as `python -m distill <overrides>` composes it."""
+    import distill.__main__  # noqa: F401  (registers the one_minus and kd_params resolvers the recipes use)
+    from distill.run import RunConfig
+
     return from_dict(RunConfig, _compose(RUN_CONFIG, list(overrides)))
 
 
 def main(args: list[str]) -> None:
     path, sweep_overrides, run_overrides = split_args(args)
     sweep = load_sweep(path, sweep_overrides, run_overrides)
+    from distill.sweep.sweep import run_sweep  # torch and friends load only once the arguments are good
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sweep"):
+        compose_run(tuple(sweep.base_overrides))  # the base alone must make a valid run config (resolvers registered)
         base = _compose(RUN_CONFIG, list(sweep.base_overrides))
-        compose_run(tuple(sweep.base_overrides))  # the base alone must make a valid run config
         run_sweep(sweep, base, compose_run)
 
 

@@ -8,6 +8,8 @@ left behind is run again.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -96,6 +98,7 @@ def objective(worker: Worker) -> Callable[[optuna.Trial], list[float]]:
         trial.set_user_attr("overrides", list(overrides))
         trial_dir = trials.out_dir / f"trial_{trial.number}"
         trial.set_user_attr("trial_dir", str(trial_dir))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         tqdm.write(f"trial {trial.number}: python -m distill {' '.join(overrides)}")
         try:
             figures = measure_trial(trials.compose(overrides), trial_dir, report=pruning_reporter(trial) if trials.prune else None,

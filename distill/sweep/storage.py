@@ -57,21 +57,31 @@ def _journal(url: str, heartbeat: HeartbeatSettings) -> BaseStorage:
         raise fail(f"cannot open the journal storage {path}: {err.strerror or err}", "give a writable file path: journal:/path/file.log") from None
 
 
-def _rdb(url: str, heartbeat: HeartbeatSettings) -> BaseStorage:
+def _dialect(url: str) -> str:
     import sqlalchemy
 
     try:
-        dialect = sqlalchemy.engine.make_url(url).get_dialect().name
+        return sqlalchemy.engine.make_url(url).get_dialect().name
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ImportError) as err:
         raise fail(f"storage URL {shown(url)} is not usable: {_first_line(err)}",
                    "use sqlite:///path.db, postgresql+psycopg2://user@host:port/db (pip install psycopg2-binary), or journal:/path/file.log") from None
+
+
+def _unreachable(url: str, err: BaseException):
+    return fail(f"cannot reach the storage {shown(url)}: {_first_line(err)}",
+                "start the database or fix the URL (nothing falls back to another storage)")
+
+
+def _rdb(url: str, heartbeat: HeartbeatSettings) -> BaseStorage:
+    import sqlalchemy
+
+    dialect = _dialect(url)
     engine_kwargs = {"connect_args": {"timeout": 60}} if dialect == "sqlite" else {"pool_pre_ping": True}
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat.interval,
                           grace_period=heartbeat.grace_period, **_retry_kwargs(heartbeat.max_retry))
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as err:
-        raise fail(f"cannot reach the storage {shown(url)}: {_first_line(err)}",
-                   "start the database or fix the URL (nothing falls back to another storage)") from None
+        raise _unreachable(url, err) from None
 
 
 def _first_line(err: BaseException) -> str:
@@ -107,9 +117,15 @@ def _advisory_lock(url: str, key: int, take: str, give: str) -> Lock:
 
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.StaticPool)
 
+    def connect():
+        try:
+            return engine.connect()
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            raise _unreachable(url, err) from None
+
     @contextlib.contextmanager
     def lock() -> Iterator[None]:
-        with engine.connect() as connection:
+        with connect() as connection:
             connection.execute(sqlalchemy.text(take), {"key": key})
             try:
                 yield
@@ -147,9 +163,7 @@ def claim_lock(url: str, study_name: str) -> Lock:
     if url.startswith(JOURNAL_PREFIX):
         path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
         return lambda: _file_lock(path.with_name(f"{path.name}.{study_name}.lock"))
-    import sqlalchemy
-
-    dialect = sqlalchemy.engine.make_url(url).get_dialect().name
+    dialect = _dialect(url)
     if dialect not in DIALECT_LOCKS:
         raise fail(f"several workers cannot share a {dialect} storage safely here (no cross-process lock for it)",
                    f"use one of {', '.join(DIALECT_LOCKS)}, or journal:/path/file.log")

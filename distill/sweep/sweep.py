@@ -76,11 +76,13 @@ def run_sweep(sweep: SweepConfig, base: dict, compose: Compose) -> optuna.Study:
     trials = prepare(sweep, base, compose)
     trials.out_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url(sweep.storage, trials.out_dir, sweep.study_name)
-    storage = open_storage(url, sweep.heartbeat)
-    study = open_study(storage, url, sweep.study_name, tuple(s.metric for s in sweep.objectives),
-                       tuple(s.direction for s in sweep.objectives), SAMPLERS[sweep.sampler](sweep.seed), PRUNERS[sweep.pruner]())
+    lock = claim_lock(url, sweep.study_name)
+    with lock():  # workers starting together would race to create the schema and the study
+        storage = open_storage(url, sweep.heartbeat)
+        study = open_study(storage, url, sweep.study_name, tuple(s.metric for s in sweep.objectives),
+                           tuple(s.direction for s in sweep.objectives), SAMPLERS[sweep.sampler](sweep.seed), PRUNERS[sweep.pruner]())
     tqdm.write(f"sweep {sweep.study_name}: storage {shown(url)}, trials in {trials.out_dir}")
-    run_worker(Worker(study, trials, claim_lock(url, sweep.study_name), supports_heartbeat(storage)))
+    run_worker(Worker(study, trials, lock, supports_heartbeat(storage)))
     print(results.save_results(study, sweep, trials.out_dir))
     for name, where in results.save_plots(study, sweep, trials.out_dir).items():
         print(f"plot {name}: {where}")
