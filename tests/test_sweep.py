@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 
@@ -19,9 +21,12 @@ from optuna.trial import TrialState
 from distill.errors import AlembertError
 from distill.run import RunConfig
 from distill.sweep import __main__ as cli
+from distill.sweep import results
 from distill.sweep.driver import Trials, Worker, run_worker
-from distill.sweep.settings import SWEEP_KEYS, ObjectiveSpec, SweepConfig
+from distill.sweep.figures import ExportPlan, onnx_figures
+from distill.sweep.settings import SWEEP_KEYS, ExportSettings, ObjectiveSpec, SweepConfig
 from distill.sweep.space import hydra_value, overrides_for, parse_space, sample
+from distill.sweep.sweep import prepare
 from sweep_helpers import ROOT, TINY_BASE, environment, sweep_cli, sweep_file
 
 pytestmark = pytest.mark.timeout(240)
@@ -153,8 +158,6 @@ def test_pruner_stops_a_trial_at_its_first_dev_evaluation(tiny_dir, tmp_path):
     sweep = SweepConfig(study_name="prune", objectives=(ObjectiveSpec("dev_accuracy"),), n_trials=2, pruner="median",
                         base_overrides=tuple(TINY_BASE + [f"teacher={tiny_dir('bert')}", "train.epochs=3"]),
                         space={"kd.alpha": {"type": "float", "low": 0.0, "high": 1.0}}, out_dir=str(tmp_path))
-    from contextlib import nullcontext
-    from distill.sweep.sweep import prepare
     with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
         base = cli._compose("config", list(sweep.base_overrides))
         trials: Trials = prepare(sweep, base, cli.compose_run)
@@ -164,3 +167,23 @@ def test_pruner_stops_a_trial_at_its_first_dev_evaluation(tiny_dir, tmp_path):
     steps_per_epoch = 64 // 16
     assert all(list(t.intermediate_values) == [steps_per_epoch] for t in study.trials)  # pruned after epoch 1 of 3
     assert not (tmp_path / "trial_0" / "student").exists()  # the run stopped before saving its student
+
+
+def test_onnx_figures_and_export_best_use_the_trials_model(tiny_dir, tmp_path):
+    trial_dir = tmp_path / "trial_0"
+    shutil.copytree(tiny_dir("bert"), trial_dir / "student")
+    overrides = tuple(TINY_BASE + [f"teacher={tiny_dir('bert')}"])
+    quick = {"latency": {"runs": 3, "warmup": 1}, "parity": {"batch_sizes": [1], "max_lengths": [16], "samples": 4}}
+    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
+        config = cli.compose_run(overrides)
+    figures = onnx_figures(config, trial_dir / "student", tmp_path / "onnx", ExportPlan("fp32", quick))
+    manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
+    assert figures["onnx_latency_ms"] == manifest["variants"]["fp32"]["latency_ms"] > 0
+    assert figures["onnx_accuracy"] == manifest["variants"]["fp32"]["metric"]
+    assert set(manifest["variants"]) == {"fp32"}  # only the measured variant is built
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"trial_dir": str(trial_dir), "overrides": list(overrides)}))
+    sweep = SweepConfig(study_name="x", objectives=(ObjectiveSpec("dev_accuracy"),), export_best=True,
+                        export=ExportSettings(config={"variants": [], **quick}))
+    bundle = results.export_best(results.chosen_trial(study, sweep), config, sweep, tmp_path / "best-onnx")
+    assert json.loads((bundle / "manifest.json").read_text())["source_model"] == str((trial_dir / "student").resolve())
