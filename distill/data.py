@@ -41,6 +41,7 @@ class DataConfig:
     task_type: str = "classification"
     max_length: int = 128
     max_train_examples: int | None = None
+    max_dev_examples: int | None = None  # the first N of dev: cheaper evaluations during training
     hub_config: str | None = None
     hub_splits: tuple[str, str, str] = ("train", "validation", "test")
     demo: DemoConfig = DemoConfig()
@@ -79,6 +80,8 @@ def load_task(config: DataConfig, label_names: tuple[str, ...] | None = None) ->
     splits = {name: _to_examples(name, rows, label_names, regression) for name, rows in raw.items()}
     if config.max_train_examples is not None:
         splits["train"] = splits["train"][: config.max_train_examples]
+    if config.max_dev_examples is not None and "dev" in splits:
+        splits["dev"] = splits["dev"][: config.max_dev_examples]
     return TaskData(splits=splits, label_names=label_names, task_type=config.task_type)
 
 

@@ -6,6 +6,7 @@ requested variant has passed its check, so a failed export leaves nothing half-w
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -18,6 +19,8 @@ import onnx
 import torch
 from tqdm.auto import tqdm
 
+from compress.families import HISTORY_KEY, LAYER_PARTS, family
+from compress.prune import compact_for_export
 from distill.data import DataConfig, load_task
 from distill.errors import AlembertError, atomic_dir, fail
 from distill.models import LABEL_FILE, load_model_dir, load_tokenizer, resolve_source
@@ -31,7 +34,8 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 EVAL_BATCH = 32
 CALIBRATION_BATCH = 8
-TORCH_INT8_WEIGHTS = "model_int8.pt"  # what compress.saving writes for a torch dynamic-int8 model
+TORCH_INT8_WEIGHTS = "model_int8.pt"
+COMPACTED_PASSES = {"prune_heads", "prune_ffn"}  # passes that leave zeroed heads or zero-padded neurons  # what compress.saving writes for a torch dynamic-int8 model
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ def build_bundle(config: ExportConfig) -> Path:
 def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: str = "in-memory model") -> Path:
     """Export an in-memory classifier (any pass result) with its tokenizer into the bundle `out`."""
     variants = resolve(config.variants)
+    model = compacted(model)
     config = dataclasses.replace(config, max_length=supported_length(model, tokenizer, config.max_length))
     torch.set_num_threads(config.latency.threads)
     model.eval()
@@ -109,6 +114,16 @@ def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: s
         manifest = build_manifest(entries, names, model, config, judge, source)
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+def compacted(model):
+    """A head-pruned model keeps its pruned heads as zeros (stock configs cannot describe fewer heads), and
+    global FFN pruning zero-pads uneven layers; both cost time in the graph. Remove them before export:
+    the logits are the same, and the parity check compares the graph with the compacted model."""
+    passes = {entry.get("pass") for entry in getattr(model.config, HISTORY_KEY, None) or []}
+    if not passes & COMPACTED_PASSES or family(model) not in LAYER_PARTS:  # e.g. pruned, then shared as ALBERT
+        return model
+    return compact_for_export(copy.deepcopy(model))
 
 
 def accept(name: str, precision: str, candidates, judge: Judge, base_entry: dict | None) -> dict:

@@ -95,18 +95,21 @@ def export_onnx(model: PreTrainedModel, tokenizer, path: Path, *, opset: int = M
 
 
 def attention_shapes(model: PreTrainedModel) -> tuple[tuple[int, ...], int]:
-    """Heads per layer (as the attention modules hold them) and the hidden size, for the ORT fusion pass.
+    """Heads per layer (as the attention modules hold them) and the attention width, for the ORT fusion pass.
 
-    Pruned models may keep different head counts per layer; the config alone would hide that.
+    Pruned models may keep different head counts per layer; the config alone would hide that. The width
+    is heads x head size: the hidden size, except after head pruning was compacted for export.
     """
-    heads = []
+    heads, widths = [], set()
     for module in model.modules():
         count = getattr(module, "num_attention_heads", None) or getattr(module, "n_heads", None)
         if isinstance(count, int) and any(hasattr(module, q) for q in ("query", "q_lin", "q_proj")):
             heads.append(count)
+            widths.add(int(getattr(module, "all_head_size", model.config.hidden_size)))
     if not heads:
         heads = [int(model.config.num_attention_heads)]
-    return tuple(heads), int(model.config.hidden_size)
+    # onnxruntime's fuser wants heads x head size here (it warns that it differs from q/k/v's input width, and fuses)
+    return tuple(heads), widths.pop() if len(widths) == 1 else int(model.config.hidden_size)
 
 
 def supported_length(model: PreTrainedModel, tokenizer, requested: int) -> int:

@@ -18,6 +18,8 @@ from conftest import LABELS, tiny_tokenizer
 from distill.data import DataConfig
 from distill.demo import DemoConfig
 from distill.errors import AlembertError
+from compress.prune import PruneHeadsConfig
+from compress.registry import apply
 from export import variants as variant_registry
 from export.bundle import build_bundle, default_out, export_model
 from export.config import CalibrationConfig, ExportConfig, LatencyConfig, ParityConfig
@@ -101,6 +103,20 @@ def test_uneven_heads_fall_back_to_unfused_attention_with_a_note(tiny_dir, tmp_p
     assert entry["max_abs_diff"] <= 1e-4
     assert any("different head counts [4, 2]" in note for note in entry["notes"])
     assert_predictor_matches_torch(bundle, model, AutoTokenizer.from_pretrained(model_dir), "optimized")
+
+
+def test_head_pruned_models_are_compacted_so_the_graph_is_smaller_and_fused(tiny_dir, tmp_path):
+    """prune_heads keeps zeroed heads in the saved model; the export removes them (same logits)."""
+    model_dir = tiny_dir("bert", layers=2)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    full = export_model(AutoModelForSequenceClassification.from_pretrained(model_dir), tokenizer, tmp_path / "full",
+                        ExportConfig(variants=("optimized",), **FAST))
+    pruned = apply(AutoModelForSequenceClassification.from_pretrained(model_dir).eval(), PruneHeadsConfig(ratio=0.5))
+    bundle = export_model(pruned, tokenizer, tmp_path / "pruned", ExportConfig(variants=("optimized",), **FAST))
+    entry = manifest_of(bundle)["variants"]["optimized"]
+    assert entry["max_abs_diff"] <= 1e-4 and any("Attentionx2" in note for note in entry["notes"])
+    assert entry["size_mb"] < manifest_of(full)["variants"]["optimized"]["size_mb"]
+    assert_predictor_matches_torch(bundle, pruned, tokenizer, "optimized")
 
 
 def test_layer_dropped_and_factorized_linear_models_export(tiny_dir, tmp_path):

@@ -1,0 +1,98 @@
+"""Typed settings of the SST-2 benchmark; benchmarks/sst2/__main__.py builds them from conf/sst2.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.config import from_dict
+from distill.errors import fail
+from distill.run import RunConfig
+
+SPLIT_FILES = ("train.tsv", "dev.tsv", "test.tsv")
+COLUMNS = ("sentence", "label")
+ROW_KINDS = ("teacher", "baseline", "distil", "compress")
+
+
+@dataclass(frozen=True)
+class ModeConfig:
+    """What `mode=full` or `mode=quick` changes: shared overrides and how long to time each model."""
+
+    overrides: tuple[str, ...] = ()
+    latency_runs: int = 50
+    throughput_runs: int = 10
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of conf/sst2.yaml: how it is built, from which row, with which python -m distill overrides."""
+
+    id: str
+    label: str
+    kind: str
+    overrides: tuple[str, ...] = ()
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    mode: str = "full"
+    data_dir: str = "../shared/data/sst2"
+    work_dir: str = "~/.cache/alembert/sst2-benchmark"
+    results_dir: str = "benchmarks/results"
+    threads: int = 2
+    modes: dict[str, dict] = field(default_factory=dict)  # mode name -> ModeConfig fields
+    overrides: tuple[str, ...] = ()  # the user's own, after the mode's
+    base_overrides: tuple[str, ...] = ()
+    rows: tuple[RowSpec, ...] = ()
+    onnx_variants: tuple[str, ...] = ("optimized", "int8_dynamic")
+
+    @property
+    def settings(self) -> ModeConfig:
+        if self.mode not in self.modes:
+            raise fail(f"mode={self.mode} is unknown", f"use one of: {', '.join(self.modes)}")
+        return from_dict(ModeConfig, self.modes[self.mode])
+
+    @property
+    def results_name(self) -> str:
+        return "sst2" if self.mode == "full" else f"sst2_{self.mode}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row spec with its composed run config; `overrides` reproduce it as a single python -m distill run."""
+
+    spec: RowSpec
+    config: RunConfig
+    overrides: tuple[str, ...]
+
+
+def check_data_dir(data_dir: str) -> Path:
+    """The data directory must hold SST-2's three TSV files with a `sentence` and a `label` column."""
+    root = Path(data_dir).expanduser()
+    missing = [name for name in SPLIT_FILES if not (root / name).is_file()]
+    if missing:
+        raise fail(f"data_dir={data_dir} lacks {', '.join(missing)}",
+                   "point data_dir at a folder with SST-2's train.tsv, dev.tsv and test.tsv (columns sentence, label)")
+    for name in SPLIT_FILES:
+        header = (root / name).open(encoding="utf-8").readline().rstrip("\n").split("\t")
+        if not set(COLUMNS) <= set(header):
+            raise fail(f"{root / name} has columns {header}, not {list(COLUMNS)}",
+                       "use SST-2's GLUE TSV files, whose header is: sentence<TAB>label")
+    return root.resolve()
+
+
+def check_rows(rows: tuple[RowSpec, ...]) -> None:
+    """Known kinds, unique ids, parents that come earlier: checked before anything trains."""
+    seen: set[str] = set()
+    for row in rows:
+        if row.kind not in ROW_KINDS:
+            raise fail(f"row {row.id} has kind={row.kind}", f"use one of: {', '.join(ROW_KINDS)}")
+        if row.id in seen:
+            raise fail(f"row id {row.id} appears twice in conf/sst2.yaml", "give every row its own id")
+        if (row.kind == "compress") != (row.parent is not None) or (row.parent and row.parent not in seen):
+            raise fail(f"row {row.id} ({row.kind}) has parent={row.parent}",
+                       "a compress row names an earlier row as parent; other rows name none")
+        seen.add(row.id)
+    if not rows or rows[0].kind != "teacher":
+        raise fail("the first row of conf/sst2.yaml must be the teacher", "start rows with {id: teacher, kind: teacher}")

@@ -1,0 +1,84 @@
+"""The benchmark's outputs: a markdown table, a JSON file and an accuracy-against-latency plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on a server
+import matplotlib.pyplot as plt  # noqa: E402
+
+from distill.errors import atomic_write_text  # noqa: E402
+from distill.report import markdown_table  # noqa: E402
+
+COLUMNS = ["model", "runtime", "accuracy", "pct_of_teacher", "params", "non_embedding_params", "size_mb",
+           "latency_ms", "throughput", "speedup", "train_s", "pareto"]
+
+
+def pareto_flags(entries: list[dict]) -> list[bool]:
+    """An entry is on the front when no other is at least as accurate and as fast, and better in one."""
+    def dominated(entry: dict) -> bool:
+        return any(other["accuracy"] >= entry["accuracy"] and other["latency_ms"] <= entry["latency_ms"]
+                   and (other["accuracy"] > entry["accuracy"] or other["latency_ms"] < entry["latency_ms"])
+                   for other in entries)
+    return [not dominated(entry) for entry in entries]
+
+
+def table_rows(entries: list[dict]) -> list[dict]:
+    timed = [entry for entry in entries if "latency_ms" in entry]
+    flags = dict(zip(map(id, timed), pareto_flags(timed)))
+    return [{**entry, "model": entry["label"], "pareto": "★" if flags.get(id(entry)) else "",
+             "accuracy": round(entry["accuracy"], 4), "pct_of_teacher": round(entry.get("pct_of_teacher", 0), 1),
+             "size_mb": round(entry["size_mb"], 1), "latency_ms": round(entry.get("latency_ms", float("nan")), 2),
+             "throughput": round(entry.get("throughput", float("nan")), 1), "speedup": round(entry.get("speedup", 0), 2),
+             "runtime": entry["runtime"] + (f" (failed: {entry['error']})" if "error" in entry else "")}
+            for entry in entries]
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {date.today().isoformat()}"
+
+
+def write_results(entries: list[dict], out_dir: Path, name: str, *, threads: int, command: str) -> Path:
+    rows = table_rows(entries)
+    header = (f"SST-2 test (GLUE dev, {entries[0]['eval_examples']} sentences). Latency: batch 1, sequence 64, "
+              f"p50; throughput: sequences/s at batch 32, sequence 64; {threads} threads; {machine()}.\n"
+              f"Reproduce: `{command}`\n\n")
+    atomic_write_text(out_dir / f"{name}.md", header + markdown_table(rows, COLUMNS) + "\n")
+    atomic_write_text(out_dir / f"{name}.json", json.dumps({"command": command, "threads": threads, "machine": machine(),
+                                                             "rows": rows}, indent=2, default=str) + "\n")
+    plot(rows, out_dir / f"{name}.png")
+    return out_dir / f"{name}.md"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Accuracy against batch-1 latency on a log axis; Pareto points are filled and labelled."""
+    timed = [row for row in rows if row.get("latency_ms") == row.get("latency_ms") and "error" not in row]
+    figure, axes = plt.subplots(figsize=(9, 6))
+    for row in timed:
+        on_front = row["pareto"] == "★"
+        marker = {"PyTorch fp32": "o"}.get(row["runtime"], "s" if "int8" in row["runtime"] else "^")
+        axes.scatter(row["latency_ms"], row["accuracy"], marker=marker, s=60,
+                     facecolors="tab:red" if on_front else "none", edgecolors="tab:red" if on_front else "tab:blue")
+        axes.annotate(f"{row['model']}\n{row['runtime']}", (row["latency_ms"], row["accuracy"]), fontsize=6,
+                      xytext=(4, 2), textcoords="offset points")
+    front = sorted((row for row in timed if row["pareto"] == "★"), key=lambda row: row["latency_ms"])
+    axes.plot([row["latency_ms"] for row in front], [row["accuracy"] for row in front], color="tab:red", linewidth=1,
+              label="Pareto front")
+    axes.set_xscale("log")
+    axes.set_xlabel("batch-1 latency at sequence 64, ms (log scale)")
+    axes.set_ylabel("SST-2 test accuracy")
+    axes.set_title("alembert on SST-2: accuracy against latency (o PyTorch, ^ ONNX fp32, s ONNX int8)")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:
+        figure.savefig(handle.name, dpi=130)
+    os.replace(handle.name, path)
+    plt.close(figure)

@@ -1,0 +1,121 @@
+"""Train (or reload from the cache) every row of the benchmark: teacher, students, compressed students.
+
+A row's artefacts live in <work>/rows/<id>/; its record.json is written last, so a row with a
+record is finished and a rerun reuses it instead of training it again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmarks.sst2.config import Row
+from compress.cli import run_stage
+from compress.pipeline import MODEL_FOLDER, TaskLoaders
+from compress.saving import load_compressed
+from distill.engine import predict_logits
+from distill.errors import atomic_write_text, fail
+from distill.metrics import task_metrics, teacher_agreement
+from distill.models import count_parameters, save_model
+from distill.report import size_on_disk_mb
+from distill.run import Setup, distil, prepare_teacher, setup
+
+RECORD = "record.json"
+
+
+@dataclass
+class Context:
+    """What every row builder shares: the tokenised task, the fine-tuned teacher and the row cache."""
+
+    prepared: Setup
+    teacher: torch.nn.Module
+    teacher_dir: str
+    teacher_s: float
+    work: Path
+
+    def row_dir(self, row_id: str) -> Path:
+        return self.work / "rows" / row_id
+
+
+def prepare(first: Row, work: Path) -> Context:
+    """Load and tokenise SST-2, then fine-tune the teacher (or reuse the cached one)."""
+    start = time.perf_counter()
+    prepared = setup(first.config)
+    teacher, teacher_dir = prepare_teacher(prepared, first.config)
+    return Context(prepared, teacher.eval(), teacher_dir, time.perf_counter() - start, work)
+
+
+def build_teacher_row(row: Row, ctx: Context) -> tuple[torch.nn.Module, Path, float]:
+    return ctx.teacher, Path(ctx.teacher_dir), ctx.teacher_s
+
+
+def build_student_row(use_teacher: bool) -> Callable[[Row, Context], tuple[torch.nn.Module, Path, float]]:
+    def build(row: Row, ctx: Context) -> tuple[torch.nn.Module, Path, float]:
+        student, seconds = distil(ctx.prepared, ctx.teacher, row.config, use_teacher=use_teacher)
+        return student.eval(), save_model(student, ctx.prepared.tokenizer, ctx.row_dir(row.spec.id) / "model"), seconds
+    return build
+
+
+def build_compressed_row(row: Row, ctx: Context) -> tuple[torch.nn.Module, Path, float]:
+    """The parent row's model through the row's compression passes, with recovery distillation from the parent."""
+    parent = load_compressed(read_record(ctx.row_dir(row.spec.parent))["model_dir"])
+    loaders = ctx.prepared.loaders
+    data = TaskLoaders(train=loaders.train, dev=loaders.dev, regression=ctx.prepared.task.regression)
+    start = time.perf_counter()
+    out = ctx.row_dir(row.spec.id) / "compress"
+    model, _ = run_stage(parent, ctx.prepared.tokenizer, row.config.compress, data, out)
+    return model.eval(), out / MODEL_FOLDER, time.perf_counter() - start
+
+
+BUILDERS = {
+    "teacher": build_teacher_row,
+    "baseline": build_student_row(use_teacher=False),
+    "distil": build_student_row(use_teacher=True),
+    "compress": build_compressed_row,
+}
+
+
+def read_record(row_dir: Path) -> dict:
+    path = row_dir / RECORD
+    if not path.is_file():
+        raise fail(f"{row_dir} has no finished row", "run the benchmark again; unfinished rows are rebuilt")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise fail(f"{path} is corrupt", f"delete {row_dir} and run the benchmark again") from None
+
+
+def build_rows(rows: list[Row], work: Path) -> tuple[list[dict], Context]:
+    """Each row's record: test accuracy, agreement with the teacher, parameters, size and training time."""
+    ctx = prepare(rows[0], work)
+    teacher_logits, labels = predict_logits(ctx.teacher, ctx.prepared.loaders.eval)
+    records = []
+    for row in tqdm(rows, desc="benchmark rows", unit="row"):
+        row_dir = ctx.row_dir(row.spec.id)
+        if (row_dir / RECORD).is_file():
+            tqdm.write(f"{row.spec.id}: reusing the finished row in {row_dir}")
+            records.append(read_record(row_dir))
+            continue
+        model, model_dir, seconds = BUILDERS[row.spec.kind](row, ctx)
+        record = describe(row, model, model_dir, seconds, teacher_logits, labels, ctx)
+        atomic_write_text(row_dir / RECORD, json.dumps(record, indent=2) + "\n")
+        records.append(record)
+    return records, ctx
+
+
+def describe(row: Row, model, model_dir: Path, seconds: float, teacher_logits, labels, ctx: Context) -> dict:
+    logits, _ = predict_logits(model, ctx.prepared.loaders.eval)
+    total, non_embedding = count_parameters(model)
+    metrics = task_metrics(logits, labels)
+    return {"id": row.spec.id, "label": row.spec.label, "kind": row.spec.kind, "parent": row.spec.parent,
+            "overrides": " ".join(row.overrides), "model_dir": str(model_dir), "accuracy": metrics["accuracy"],
+            "agreement": teacher_agreement(logits, teacher_logits)["agreement"],
+            "params": total, "non_embedding_params": non_embedding, "size_mb": size_on_disk_mb(model_dir),
+            "train_s": round(seconds, 1), "eval_split": ctx.prepared.loaders.eval_split,
+            "eval_examples": int(len(labels))}

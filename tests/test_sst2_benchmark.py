@@ -1,0 +1,101 @@
+"""The SST-2 benchmark's machinery on a tiny teacher and a tiny SST-2-shaped data folder.
+
+The real figures come from `python -m benchmarks.sst2`; here the same command runs end to end on
+tiny models, resumes its finished rows, and refuses bad data folders with one line.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.sst2.config import RowSpec, check_rows
+from benchmarks.sst2.report import pareto_flags
+from distill.errors import AlembertError
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = {1: ["good", "great", "fine", "lovely"], 0: ["bad", "awful", "dull", "poor"]}
+
+
+def write_sst2(folder: Path, rows: int = 48, header: str = "sentence\tlabel") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev", "test"):
+        lines = [header] + [f"a {WORDS[i % 2][i % 4]} film {i}\t{i % 2}" for i in range(rows)]
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def benchmark(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "benchmarks.sst2", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_a_folder_without_the_files_is_refused_in_one_line(tmp_path):
+    result = benchmark(f"data_dir={tmp_path}", f"work_dir={tmp_path / 'work'}")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "lacks train.tsv, dev.tsv, test.tsv" in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("record.json"))
+
+
+def test_files_with_other_columns_are_refused(tmp_path):
+    data = write_sst2(tmp_path / "data", header="text\ttarget")
+    result = benchmark(f"data_dir={data}", f"work_dir={tmp_path / 'work'}")
+    assert result.returncode != 0 and "not ['sentence', 'label']" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_rows_must_name_earlier_parents_and_known_kinds():
+    teacher = RowSpec("teacher", "t", "teacher")
+    with pytest.raises(AlembertError, match="parent"):
+        check_rows((teacher, RowSpec("pruned", "p", "compress", parent="later")))
+    with pytest.raises(AlembertError, match="kind=magic"):
+        check_rows((teacher, RowSpec("x", "x", "magic")))
+    with pytest.raises(AlembertError, match="appears twice"):
+        check_rows((teacher, RowSpec("teacher", "again", "distil")))
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [{"accuracy": 0.9, "latency_ms": 30.0}, {"accuracy": 0.88, "latency_ms": 5.0},
+              {"accuracy": 0.85, "latency_ms": 6.0}, {"accuracy": 0.88, "latency_ms": 5.0}, {"accuracy": 0.80, "latency_ms": 2.0}]
+    assert pareto_flags(points) == [True, True, False, True, True]
+
+
+@pytest.fixture
+def tiny_benchmark(tiny_dir, tmp_path):
+    """The quick mode with a 4-layer tiny teacher in place of MiniLM and a 48-sentence folder in place of SST-2."""
+    data = write_sst2(tmp_path / "data")
+    overrides = [f"teacher={tiny_dir('bert', 4)}", f"finetune.cache_dir={tmp_path / 'teachers'}", "data.max_length=32",
+                 "train.batch_size=16", "compress.seq_len=16", "latency_seq_len=16",
+                 "++compress.settings.factorize_embeddings.embedding_size=8"]
+    return [f"data_dir={data}", "mode=quick", f"work_dir={tmp_path / 'work'}", f"results_dir={tmp_path / 'results'}",
+            "overrides=[" + ",".join(f"'{item}'" for item in overrides) + "]"]
+
+
+def test_quick_mode_runs_every_row_end_to_end_and_resumes_from_its_cache(tiny_benchmark, tmp_path):
+    first = benchmark(*tiny_benchmark)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = json.loads((tmp_path / "results" / "sst2_quick.json").read_text())
+    rows = results["rows"]
+    students = {"no_kd_3l", "kd_3l", "tinybert_3l", "tinybert_2l", "pruned_3l", "albert_3l"}
+    assert {row["id"] for row in rows} == {"teacher"} | students
+    for student in students:  # PyTorch, fused ONNX and int8 ONNX for every student
+        runtimes = {row["runtime"] for row in rows if row["id"] == student}
+        assert runtimes == {"PyTorch fp32", "ONNX optimized", "ONNX int8_dynamic"}, (student, runtimes)
+    teacher = next(row for row in rows if row["id"] == "teacher")
+    assert teacher["speedup"] == 1.0 and teacher["pct_of_teacher"] == 100.0
+    pruned = next(row for row in rows if row["id"] == "pruned_3l" and row["runtime"] == "PyTorch fp32")
+    parent = next(row for row in rows if row["id"] == "tinybert_3l" and row["runtime"] == "PyTorch fp32")
+    assert pruned["non_embedding_params"] < parent["non_embedding_params"]
+    assert any(row["pareto"] == "★" for row in rows)
+    assert (tmp_path / "results" / "sst2_quick.png").stat().st_size > 10_000
+    assert "| model | runtime | accuracy |" in (tmp_path / "results" / "sst2_quick.md").read_text()
+
+    again = benchmark(*tiny_benchmark)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("reusing the finished row") == 7
+    rerun = json.loads((tmp_path / "results" / "sst2_quick.json").read_text())["rows"]
+    assert [row["accuracy"] for row in rerun] == [row["accuracy"] for row in rows]
