@@ -104,7 +104,7 @@ def test_space_samples_and_writes_overrides_that_compose_to_the_same_config():
     assert 1.0 <= params["kd.temperature"] <= 8.0 and params["student.num_layers"] in range(1, 5)
     assert params["compress.passes"] in ("[]", "[prune_ffn,quantize_dynamic]")
     with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
-        base = cli._compose("config", [])
+        base = cli.compose_plain(())
         overrides = overrides_for(params, base)
         config = cli.compose_run(overrides)
     assert overrides[-1].startswith("+compress.settings.prune_ffn.ratio=")  # absent from conf/config.yaml: added
@@ -138,8 +138,9 @@ def test_tiny_sweep_end_to_end_pareto_table_plots_reproduction_and_resume(tiny_d
     for name in ("history", "importances", "pareto_front"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     row = saved["rows"][0]
-    assert row["command"].startswith("python -m distill ") and f"kd.temperature={row['params']['kd.temperature']!r}" in row["command"]
+    assert row["command"].startswith("python -m distill ") and f"kd.temperature={row['sampled']['kd.temperature']!r}" in row["command"]
     assert (out / "results.md").read_text().count("| `python -m distill ") == len(saved["rows"])
+    assert row["params"] == row["figures"]["params"] > 0  # the student's parameter count, beside the sampled values
     rerun = tmp_path / "rerun"
     subprocess.run([sys.executable, "-m", "distill", *shlex.split(row["command"])[3:], f"hydra.run.dir={rerun}"],
                    cwd=ROOT, env=environment(), check=True, capture_output=True, timeout=300)
@@ -159,7 +160,7 @@ def test_pruner_stops_a_trial_at_its_first_dev_evaluation(tiny_dir, tmp_path):
                         base_overrides=tuple(TINY_BASE + [f"teacher={tiny_dir('bert')}", "train.epochs=3"]),
                         space={"kd.alpha": {"type": "float", "low": 0.0, "high": 1.0}}, out_dir=str(tmp_path))
     with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
-        base = cli._compose("config", list(sweep.base_overrides))
+        base = cli.compose_plain(sweep.base_overrides)
         trials: Trials = prepare(sweep, base, cli.compose_run)
         study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
         run_worker(Worker(study, trials, nullcontext, heartbeat=False))
@@ -187,3 +188,15 @@ def test_onnx_figures_and_export_best_use_the_trials_model(tiny_dir, tmp_path):
                         export=ExportSettings(config={"variants": [], **quick}))
     bundle = results.export_best(results.chosen_trial(study, sweep), config, sweep, tmp_path / "best-onnx")
     assert json.loads((bundle / "manifest.json").read_text())["source_model"] == str((trial_dir / "student").resolve())
+
+
+def test_trials_that_keep_failing_stop_the_worker_with_the_reason(tiny_dir, tmp_path):
+    sweep = SweepConfig(study_name="failing", objectives=(ObjectiveSpec("dev_accuracy"),), n_trials=5, max_failures=2,
+                        base_overrides=tuple(TINY_BASE + [f"teacher={tiny_dir('bert')}", "student.init=teacher"]),
+                        space={"student.hidden_size": {"type": "categorical", "choices": [16]}}, out_dir=str(tmp_path))
+    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
+        trials = prepare(sweep, cli.compose_plain(sweep.base_overrides), cli.compose_run)
+        study = optuna.create_study(direction="maximize")
+        with pytest.raises(AlembertError, match="2 trials in a row failed, the last with: .*init"):
+            run_worker(Worker(study, trials, nullcontext, heartbeat=False))
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2

@@ -77,12 +77,18 @@ def load_sweep(path: Path, sweep_overrides: list[str], run_overrides: list[str])
     return from_dict(SweepConfig, raw)
 
 
+def compose_plain(overrides: tuple[str, ...]) -> dict:
+    """The `python -m distill` config with `overrides`, resolved to plain data."""
+    import distill.__main__  # noqa: F401  (registers the one_minus and kd_params resolvers the recipes use)
+
+    return _compose(RUN_CONFIG, list(overrides))
+
+
 def compose_run(overrides: tuple[str, ...]):
     """A trial's typed RunConfig, composed exactly as `python -m distill <overrides>` composes it."""
-    import distill.__main__  # noqa: F401  (registers the one_minus and kd_params resolvers the recipes use)
     from distill.run import RunConfig
 
-    return from_dict(RunConfig, _compose(RUN_CONFIG, list(overrides)))
+    return from_dict(RunConfig, compose_plain(overrides))
 
 
 def main(args: list[str]) -> None:
@@ -91,8 +97,8 @@ def main(args: list[str]) -> None:
     from distill.sweep.sweep import run_sweep  # torch and friends load only once the arguments are good
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sweep"):
-        compose_run(tuple(sweep.base_overrides))  # the base alone must make a valid run config (resolvers registered)
-        base = _compose(RUN_CONFIG, list(sweep.base_overrides))
+        compose_run(tuple(sweep.base_overrides))  # the base alone must make a valid run config
+        base = compose_plain(tuple(sweep.base_overrides))
         run_sweep(sweep, base, compose_run)
 
 

@@ -8,6 +8,7 @@ left behind is run again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -54,12 +55,11 @@ class Worker:
     heartbeat: bool
     failures: int = 0
     last_error: str = ""
-    held: list = field(default_factory=list)
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def release(self) -> None:
         """Leave the claim lock (the trial now exists in the storage); a no-op when it is not held."""
-        while self.held:
-            self.held.pop().__exit__(None, None, None)
+        self.held.close()
 
 
 def counted(study: optuna.Study) -> int:
@@ -115,9 +115,7 @@ def objective(worker: Worker) -> Callable[[optuna.Trial], list[float]]:
 def claim_and_run(worker: Worker) -> bool:
     """Under the lock: fail stale trials, and if the budget allows, start one trial. False when none was started."""
     sweep = worker.trials.sweep
-    context = worker.lock()
-    context.__enter__()
-    worker.held.append(context)
+    worker.held.enter_context(worker.lock())  # released by the trial as soon as it exists, or below
     try:
         if worker.heartbeat:
             with warnings.catch_warnings():
@@ -126,12 +124,10 @@ def claim_and_run(worker: Worker) -> bool:
         waiting = worker.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if counted(worker.study) >= sweep.n_trials and not waiting:  # a waiting (retried) trial is already counted
             return False
-        before = len(worker.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         worker.study.optimize(objective(worker), n_trials=1, catch=(AlembertError,), gc_after_trial=True)
     finally:
         worker.release()
-    failed = len(worker.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) > before and worker.last_error
-    worker.failures = worker.failures + 1 if failed else 0
+    worker.failures = worker.failures + 1 if worker.last_error else 0  # last_error: this worker's trial failed
     if worker.failures >= sweep.max_failures:
         raise fail(f"{worker.failures} trials in a row failed, the last with: {worker.last_error}",
                    "fix the space or base overrides (or raise max_failures)")

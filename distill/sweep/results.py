@@ -55,7 +55,7 @@ def result_rows(study: optuna.Study, sweep: SweepConfig) -> list[dict]:
         row = {"trial": trial.number, **{spec.metric: value for spec, value in zip(sweep.objectives, trial.values)}}
         figures = trial.user_attrs.get("figures", {})
         row.update({key: figures[key] for key in SHOWN_FIGURES if key in figures and key not in row})
-        row["params"] = dict(trial.params)
+        row["sampled"] = dict(trial.params)
         row["figures"] = figures
         row["trial_dir"] = trial.user_attrs.get("trial_dir")
         row["command"] = command(trial)
@@ -70,7 +70,7 @@ def save_results(study: optuna.Study, sweep: SweepConfig, out_dir: Path) -> str:
     kind = "best trial" if len(sweep.objectives) == 1 else "Pareto set"
     columns = ["trial", *(s.metric for s in sweep.objectives)]
     columns += [key for key in SHOWN_FIGURES if key not in columns and any(key in row for row in rows)]
-    shown = [{**row, "sampled": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items()),
+    shown = [{**row, "sampled": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["sampled"].items()),
               "command": f"`{row['command']}`"} for row in rows]
     table = markdown_table(shown, columns + ["sampled", "command"]) if rows else "(no completed trial yet)"
     summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
