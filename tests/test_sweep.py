@@ -23,7 +23,7 @@ from distill.run import RunConfig
 from distill.sweep import __main__ as cli
 from distill.sweep import results
 from distill.sweep.driver import Trials, Worker, run_worker
-from distill.sweep.figures import ExportPlan, onnx_figures
+from distill.sweep.figures import ExportPlan, measure_trial, onnx_figures
 from distill.sweep.settings import SWEEP_KEYS, ExportSettings, ObjectiveSpec, SweepConfig
 from distill.sweep.space import hydra_value, overrides_for, parse_space, sample
 from distill.sweep.sweep import prepare
@@ -200,3 +200,16 @@ def test_trials_that_keep_failing_stop_the_worker_with_the_reason(tiny_dir, tmp_
         with pytest.raises(AlembertError, match="2 trials in a row failed, the last with: .*init"):
             run_worker(Worker(study, trials, nullcontext, heartbeat=False))
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+
+
+def test_a_compressed_trial_is_measured_as_the_compressed_model(tiny_dir, tmp_path):
+    overrides = tuple(TINY_BASE + [f"teacher={tiny_dir('bert')}", "compress.passes=[prune_ffn]", "+compress.settings.prune_ffn.ratio=0.5"])
+    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
+        config = cli.compose_run(overrides)
+    figures = measure_trial(config, tmp_path / "trial")
+    last = json.loads((tmp_path / "trial" / "compressed" / "compress_report.json").read_text())[-1]
+    student = json.loads((tmp_path / "trial" / "summary.json").read_text())[1]
+    assert figures["params"] == last["params"] < student["params"]  # FFN pruned: the compressed model's size
+    assert figures["latency_ms"] == last["latency_ms"] and figures["dev_accuracy"] == last["metric"]
+    assert "agreement" not in figures  # that figure described the student before compression
+    assert 0.0 <= figures["accuracy"] <= 1.0 and "mcc" in figures  # the compressed model scored on the eval split
