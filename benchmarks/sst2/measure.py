@@ -7,6 +7,8 @@ in one pass, so every speedup in the table is a ratio between figures from the s
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,15 +21,16 @@ from distill.errors import AlembertError, atomic_write_text
 from distill.models import load_tokenizer
 from export.bundle import MANIFEST, export_model
 from export.config import ExportConfig, LatencyConfig
-from export.measure import evaluate, ort_runner, ort_session, random_feed, time_runner, torch_runner
+from export.measure import Timing, evaluate, ort_runner, ort_session, random_feed, torch_runner
 
 SEQ_LEN = 64
 THROUGHPUT_BATCH = 32
 ONNX_METRICS = "onnx_metrics.json"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
-class Timing:
+class Settings:
     runs: int
     throughput_runs: int
     threads: int
@@ -42,7 +45,7 @@ class EvalSet:
 
 
 def eval_set(loader) -> EvalSet:
-    names = ("input_ids", "attention_mask", "token_type_ids")
+    names = INPUTS
     feeds, labels = [], []
     for batch in loader:
         feeds.append({name: batch[name].numpy() for name in names if name in batch})
@@ -50,28 +53,31 @@ def eval_set(loader) -> EvalSet:
     return EvalSet(tuple(feeds), np.concatenate(labels))
 
 
-def pytorch_entry(record: dict, timing: Timing) -> dict:
+def pytorch_entry(record: dict) -> tuple[dict, object]:
     model = load_compressed(record["model_dir"])
-    names = ("input_ids", "attention_mask", "token_type_ids")
-    return {**record, "runtime": "PyTorch fp32", **time_model(torch_runner(model), names, model.config.vocab_size, timing)}
+    return {**record, "runtime": "PyTorch fp32"}, feeding(torch_runner(model), INPUTS)
 
 
-def onnx_entries(record: dict, variants: tuple[str, ...], data: EvalSet, timing: Timing, row_dir: Path) -> list[dict]:
-    """One entry per ONNX variant of a student: accuracy on the reporting split, size and timings."""
+def onnx_entries(record: dict, variants: tuple[str, ...], data: EvalSet, threads: int, row_dir: Path) -> list[tuple[dict, object]]:
+    """One entry (and its runner) per ONNX variant of a student, with accuracy on the reporting split and size."""
     try:
-        bundle = export_bundle(record, variants, row_dir, timing.threads)
+        bundle = export_bundle(record, variants, row_dir, threads)
     except AlembertError as error:  # a failed export is a row of its own, not the end of the benchmark
-        return [{**record, "runtime": "ONNX", "error": str(error)}]
+        return [({**record, "runtime": "ONNX", "error": str(error)}, None)]
     manifest = json.loads((bundle / MANIFEST).read_text())
-    accuracy = onnx_accuracy(bundle, manifest, variants, data, timing.threads)
+    accuracy = onnx_accuracy(bundle, manifest, variants, data, threads)
     entries = []
     for name in variants:
         variant = manifest["variants"][name]
-        runner = ort_runner(ort_session(bundle / variant["file"], timing.threads))
-        timings = time_model(runner, tuple(manifest["inputs"]), _vocab(record), timing)
-        entries.append({**record, "runtime": f"ONNX {name}", "accuracy": accuracy[name], "size_mb": variant["size_mb"],
-                        **timings})
+        runner = feeding(ort_runner(ort_session(bundle / variant["file"], threads)), tuple(manifest["inputs"]))
+        entries.append(({**record, "runtime": f"ONNX {name}", "accuracy": accuracy[name], "size_mb": variant["size_mb"]},
+                        runner))
     return entries
+
+
+def feeding(runner, names: tuple[str, ...]):
+    """A runner that takes the full random feed and passes on only the inputs its model has."""
+    return lambda feed: runner({name: feed[name] for name in names})
 
 
 def export_bundle(record: dict, variants: tuple[str, ...], row_dir: Path, threads: int) -> Path:
@@ -97,27 +103,44 @@ def onnx_accuracy(bundle: Path, manifest: dict, variants: tuple[str, ...], data:
     return accuracy
 
 
-def time_model(runner, names: tuple[str, ...], vocab_size: int, timing: Timing) -> dict:
-    """Batch-1 latency (p50, p90) and batch-32 throughput at sequence 64, on random tokens."""
-    single = random_feed(names, 1, SEQ_LEN, int(vocab_size))
-    batch = random_feed(names, THROUGHPUT_BATCH, SEQ_LEN, int(vocab_size))
-    one = time_runner(runner, single, runs=timing.runs, warmup=5)
-    many = time_runner(runner, batch, runs=timing.throughput_runs, warmup=1)
-    return {"latency_ms": one.p50_ms, "latency_p90_ms": one.p90_ms, "throughput": many.throughput}
+def time_round_robin(runners: list, feed, *, runs: int, warmup: int, rounds: int = 5) -> list[Timing]:
+    """Every model in turn for `rounds` rounds, each turn a short warm-up then runs/rounds timed calls.
+
+    Rounds spread a slow spell of the machine over all models alike. Within a turn the calls are
+    back to back, because onnxruntime's threads keep spinning for a while after a call and would
+    steal the cores from whichever model ran next.
+    """
+    samples = [[] for _ in runners]
+    per_round = max(1, runs // rounds)
+    for _ in range(rounds):
+        for index, run in enumerate(runners):
+            for _ in range(warmup):
+                run(feed)
+            for _ in range(per_round):
+                begin = time.perf_counter()
+                run(feed)
+                samples[index].append((time.perf_counter() - begin) * 1000)
+    return [Timing(statistics.median(times), statistics.quantiles(times, n=10)[8] if len(times) > 1 else times[0],
+                   len(feed["input_ids"])) for times in samples]
 
 
-def _vocab(record: dict) -> int:
-    return int(json.loads((Path(record["model_dir"]) / "config.json").read_text())["vocab_size"])
-
-
-def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, timing: Timing, work: Path) -> list[dict]:
-    """PyTorch for every row, ONNX variants for every student row; speedups against the teacher's PyTorch row."""
+def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, timing: Settings, work: Path) -> list[dict]:
+    """PyTorch for every row, ONNX variants for every student row, all timed round-robin in this process;
+    speedups are against the teacher's PyTorch row."""
     torch.set_num_threads(timing.threads)
-    entries = []
-    for record in tqdm(records, desc="export and time", unit="row"):
-        entries.append(pytorch_entry(record, timing))
+    pairs = []
+    for record in tqdm(records, desc="load and export", unit="row"):
+        pairs.append(pytorch_entry(record))
         if record["kind"] != "teacher":
-            entries.extend(onnx_entries(record, variants, data, timing, work / "rows" / record["id"]))
+            pairs.extend(onnx_entries(record, variants, data, timing.threads, work / "rows" / record["id"]))
+    timed = [(entry, runner) for entry, runner in pairs if runner is not None]
+    vocab = min(_vocab(entry) for entry, _ in timed)
+    runners = [runner for _, runner in timed]
+    single = time_round_robin(runners, random_feed(INPUTS, 1, SEQ_LEN, vocab), runs=timing.runs, warmup=3)
+    many = time_round_robin(runners, random_feed(INPUTS, THROUGHPUT_BATCH, SEQ_LEN, vocab), runs=timing.throughput_runs, warmup=1)
+    for (entry, _), one, batch in zip(timed, single, many):
+        entry.update(latency_ms=one.p50_ms, latency_p90_ms=one.p90_ms, throughput=batch.throughput)
+    entries = [entry for entry, _ in pairs]
     teacher = entries[0]
     for entry in entries:
         if "latency_ms" in entry:
@@ -125,3 +148,6 @@ def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, t
             entry["pct_of_teacher"] = 100 * entry["accuracy"] / teacher["accuracy"]
     return entries
 
+
+def _vocab(record: dict) -> int:
+    return int(json.loads((Path(record["model_dir"]) / "config.json").read_text())["vocab_size"])
