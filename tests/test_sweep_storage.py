@@ -60,7 +60,8 @@ def test_two_workers_finish_exactly_n_trials_together(kind, tiny_dir, tmp_path):
     directories = [t.user_attrs["trial_dir"] for t in study.trials]
     assert len(set(directories)) == N_TRIALS and all((Path(d) / "summary.json").is_file() for d in directories)
     assert sorted(p.name for p in (tmp_path / "sweep").glob("trial_*")) == [f"trial_{i}" for i in range(N_TRIALS)]
-    assert all(f"Trials: {N_TRIALS} complete." in log for log in logs)  # both workers report the whole study
+    # The worker that exits last reports the whole study; the other may finish while a trial still runs.
+    assert any(f"Trials: {N_TRIALS} complete." in log for log in logs)
 
 
 def test_a_killed_workers_trial_is_failed_by_heartbeat_and_retried(tiny_dir, tmp_path):
