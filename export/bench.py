@@ -1,8 +1,8 @@
 """`python -m export.bench BUNDLE`: latency (p50, p90), throughput, peak memory and file size of every
 bundle variant and of the PyTorch model it came from, measured in one run so the ratios are fair.
 
-Runners are timed round-robin (one call each, in turn) so that background load on a shared
-machine slows every runner alike instead of whichever happened to run at the time.
+Runners are timed in turns over several rounds (export.measure.time_in_turns), so that background load
+on a shared machine slows every runner alike instead of whichever happened to run at the time.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from tqdm.auto import tqdm
 from distill.errors import fail, run_cli
 from distill.models import load_model_dir
 from distill.report import save_table
-from export.measure import Timing, ort_runner, random_feed, torch_runner
+from export.measure import ort_runner, random_feed, time_in_turns, torch_runner
 from export.runtime import available_variants, load_session, read_manifest
 
 PYTORCH = "pytorch"
@@ -91,21 +89,6 @@ def load_runners(config: BenchConfig, manifest: dict) -> tuple[dict, dict[str, f
     return runners, sizes, paths
 
 
-def time_round_robin(runners: dict, feed, runs: int, warmup: int) -> dict[str, Timing]:
-    samples = {name: [] for name in runners}
-    for _ in range(warmup):
-        for run in runners.values():
-            run(feed)
-    for _ in range(runs):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run(feed)
-            samples[name].append((time.perf_counter() - start) * 1000)
-    batch = len(feed["input_ids"])
-    return {name: Timing(statistics.median(times), statistics.quantiles(times, n=10)[8], batch)
-            for name, times in samples.items()}
-
-
 def peak_memory(kind: str, path: str, batch: int, seq: int, threads: int) -> float | None:
     """Peak RSS of a fresh process that loads one model and runs the largest shape once."""
     result = subprocess.run([sys.executable, "-m", "export.memory", kind, path, str(batch), str(seq), str(threads)],
@@ -123,7 +106,7 @@ def bench(config: BenchConfig) -> tuple[list[dict], list[dict]]:
     rows = []
     for batch in config.batches:
         for seq in tqdm(config.seqs, desc=f"batch {batch}", unit="shape"):
-            timings = time_round_robin(runners, random_feed(names, batch, seq, vocab), config.runs, config.warmup)
+            timings = time_in_turns(runners, random_feed(names, batch, seq, vocab), runs=config.runs, warmup=config.warmup)
             base = timings.get(PYTORCH)
             for name, timing in timings.items():
                 rows.append({"runtime": name, "batch": batch, "seq": seq, "p50_ms": timing.p50_ms, "p90_ms": timing.p90_ms,
@@ -150,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(save_table(rows, COLUMNS, out, "bench"))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\nthreads={config.threads}, runs={config.runs} per shape, round-robin; load average {load} "
+    print(f"\nthreads={config.threads}, runs={config.runs} per shape, timed in turns; load average {load} "
           f"on {os.cpu_count()} CPUs (figures are only comparable within one run); written to {out}/bench*.md|json")
 
 

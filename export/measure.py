@@ -72,6 +72,29 @@ def time_runner(run: Callable[[Feed], object], feed: Feed, *, runs: int, warmup:
     return Timing(p50_ms=statistics.median(times), p90_ms=quantiles[8], batch_size=len(feed["input_ids"]))
 
 
+def time_in_turns(runners: dict, feed: Feed, *, runs: int, warmup: int, rounds: int = 5) -> dict[str, Timing]:
+    """Time several models fairly in one run: each in turn, for `rounds` rounds, a turn being a short
+    warm-up and then runs/rounds timed calls back to back.
+
+    Rounds spread a slow spell of the machine over all models alike. Calls are not interleaved one by one,
+    because onnxruntime's threads keep spinning for a while after a call and would steal the cores from
+    whichever model ran next.
+    """
+    samples = {name: [] for name in runners}
+    per_round = max(1, runs // rounds)
+    for _ in range(rounds):
+        for name, run in runners.items():
+            for _ in range(warmup):
+                run(feed)
+            for _ in range(per_round):
+                start = time.perf_counter()
+                run(feed)
+                samples[name].append((time.perf_counter() - start) * 1000)
+    batch = len(feed["input_ids"])
+    return {name: Timing(statistics.median(times), statistics.quantiles(times, n=10)[8] if len(times) > 1 else times[0], batch)
+            for name, times in samples.items()}
+
+
 def evaluate(run: Callable[[Feed], object], feeds: Sequence[Feed], labels: np.ndarray) -> tuple[str, dict[str, float]]:
     """Task metrics of any runner (ORT or PyTorch) on pre-encoded batches, and the name of the primary one."""
     outputs = [np.asarray(_logits(run(feed)), dtype=np.float32) for feed in feeds]

@@ -7,8 +7,6 @@ in one pass, so every speedup in the table is a ratio between figures from the s
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from distill.errors import AlembertError, atomic_write_text
 from distill.models import load_tokenizer
 from export.bundle import MANIFEST, export_model
 from export.config import ExportConfig, LatencyConfig
-from export.measure import Timing, evaluate, ort_runner, ort_session, random_feed, torch_runner
+from export.measure import evaluate, ort_runner, ort_session, random_feed, time_in_turns, torch_runner
 
 SEQ_LEN = 64
 THROUGHPUT_BATCH = 32
@@ -45,10 +43,9 @@ class EvalSet:
 
 
 def eval_set(loader) -> EvalSet:
-    names = INPUTS
     feeds, labels = [], []
     for batch in loader:
-        feeds.append({name: batch[name].numpy() for name in names if name in batch})
+        feeds.append({name: batch[name].numpy() for name in INPUTS if name in batch})
         labels.append(batch["labels"].numpy())
     return EvalSet(tuple(feeds), np.concatenate(labels))
 
@@ -103,29 +100,8 @@ def onnx_accuracy(bundle: Path, manifest: dict, variants: tuple[str, ...], data:
     return accuracy
 
 
-def time_round_robin(runners: list, feed, *, runs: int, warmup: int, rounds: int = 5) -> list[Timing]:
-    """Every model in turn for `rounds` rounds, each turn a short warm-up then runs/rounds timed calls.
-
-    Rounds spread a slow spell of the machine over all models alike. Within a turn the calls are
-    back to back, because onnxruntime's threads keep spinning for a while after a call and would
-    steal the cores from whichever model ran next.
-    """
-    samples = [[] for _ in runners]
-    per_round = max(1, runs // rounds)
-    for _ in range(rounds):
-        for index, run in enumerate(runners):
-            for _ in range(warmup):
-                run(feed)
-            for _ in range(per_round):
-                begin = time.perf_counter()
-                run(feed)
-                samples[index].append((time.perf_counter() - begin) * 1000)
-    return [Timing(statistics.median(times), statistics.quantiles(times, n=10)[8] if len(times) > 1 else times[0],
-                   len(feed["input_ids"])) for times in samples]
-
-
 def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, timing: Settings, work: Path) -> list[dict]:
-    """PyTorch for every row, ONNX variants for every student row, all timed round-robin in this process;
+    """PyTorch for every row, ONNX variants for every student row, all timed in turns in this process;
     speedups are against the teacher's PyTorch row."""
     torch.set_num_threads(timing.threads)
     pairs = []
@@ -135,11 +111,11 @@ def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, t
             pairs.extend(onnx_entries(record, variants, data, timing.threads, work / "rows" / record["id"]))
     timed = [(entry, runner) for entry, runner in pairs if runner is not None]
     vocab = min(_vocab(entry) for entry, _ in timed)
-    runners = [runner for _, runner in timed]
-    single = time_round_robin(runners, random_feed(INPUTS, 1, SEQ_LEN, vocab), runs=timing.runs, warmup=3)
-    many = time_round_robin(runners, random_feed(INPUTS, THROUGHPUT_BATCH, SEQ_LEN, vocab), runs=timing.throughput_runs, warmup=1)
-    for (entry, _), one, batch in zip(timed, single, many):
-        entry.update(latency_ms=one.p50_ms, latency_p90_ms=one.p90_ms, throughput=batch.throughput)
+    runners = {index: runner for index, (_, runner) in enumerate(timed)}
+    single = time_in_turns(runners, random_feed(INPUTS, 1, SEQ_LEN, vocab), runs=timing.runs, warmup=3)
+    many = time_in_turns(runners, random_feed(INPUTS, THROUGHPUT_BATCH, SEQ_LEN, vocab), runs=timing.throughput_runs, warmup=1)
+    for index, (entry, _) in enumerate(timed):
+        entry.update(latency_ms=single[index].p50_ms, latency_p90_ms=single[index].p90_ms, throughput=many[index].throughput)
     entries = [entry for entry, _ in pairs]
     teacher = entries[0]
     for entry in entries:
