@@ -100,9 +100,12 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
     raise optuna.TrialPruned from it, which ends training).
     """
     _validate(train, objective, teacher, config, checkpoint_dir, log_dir)
+    device = next(model.parameters()).device
+    if teacher is not None:
+        teacher.to(device)  # beside the student, so a GPU student also gets a GPU teacher (and cache pass)
     if teacher is not None and config.cache_teacher and not (objective.needs_hidden or objective.needs_attentions
                                                              or objective.needs_values):
-        teacher = CachedTeacher.build(teacher, train)
+        teacher = CachedTeacher.build(teacher, train, device).to(device)
     run = _prepare(model, train, dev, objective, teacher, config, extra_modules, desc, checkpoint_dir, log_dir)
     run.on_evaluate = on_evaluate
     state = LoopState()
@@ -146,10 +149,6 @@ def _validate(train, objective, teacher, config, checkpoint_dir, log_dir) -> Non
 
 def _prepare(model, train, dev, objective, teacher, config, extra_modules, desc, checkpoint_dir, log_dir) -> _Run:
     device = next(model.parameters()).device
-    if isinstance(teacher, CachedTeacher):
-        teacher.logits = teacher.logits.to(device)
-    elif teacher is not None:
-        teacher.model.to(device)
     train = distributed.shard_loader(train, config.seed)
     batches = distributed.agree_min(len(train))
     seed_everything(config.seed)

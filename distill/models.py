@@ -147,6 +147,10 @@ class Teacher:
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
 
+    def to(self, device: torch.device) -> Teacher:
+        self.model.to(device)
+        return self
+
     @torch.no_grad()
     def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False,
                  values: bool = False) -> Features:
@@ -165,15 +169,22 @@ class CachedTeacher:
 
     @classmethod
     @torch.no_grad()
-    def build(cls, teacher: Teacher, data) -> CachedTeacher:
+    def build(cls, teacher: Teacher, data, device: torch.device | None = None) -> CachedTeacher:
+        """One teacher pass over `data`, with batches on `device` (the teacher's); the table is kept on the CPU
+        until `to` moves it beside the student."""
         chunks, indices = [], []
         for batch in data:
-            chunks.append(teacher.features(batch).logits)
+            on_device = {key: value.to(device) for key, value in batch.items()} if device is not None else batch
+            chunks.append(teacher.features(on_device).logits.cpu())
             indices.append(batch["index"])
         index = torch.cat(indices)
         logits = torch.empty((int(index.max()) + 1, chunks[0].shape[-1]), dtype=chunks[0].dtype)
         logits[index] = torch.cat(chunks)
         return cls(logits)
+
+    def to(self, device: torch.device) -> CachedTeacher:
+        self.logits = self.logits.to(device)
+        return self
 
     def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False,
                  values: bool = False) -> Features:

@@ -55,6 +55,11 @@ class MultiTeacher:
         """The first teacher, for code that needs one config (e.g. building a student from alternate layers)."""
         return self.teachers[0].model
 
+    def to(self, device: torch.device) -> MultiTeacher:
+        for teacher in self.teachers:  # every teacher, not only the first that `model` names
+            teacher.to(device)
+        return self
+
     @torch.no_grad()
     def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False,
                  values: bool = False) -> Features:

@@ -41,6 +41,13 @@ def test_soft_targets_are_the_weighted_mixture(two_teachers, tiny_dir):
     assert torch.allclose(soft_targets(student, mixed, T), by_hand, atol=1e-6)
 
 
+def test_moving_a_multi_teacher_moves_every_teacher(tiny_dir):
+    """fit puts the teacher beside the student; a GPU student must not leave the second teacher on the CPU."""
+    models = [load_classifier(str(tiny_dir("bert", layers)))[0] for layers in (2, 4)]
+    MultiTeacher(models).to(torch.device("meta"))
+    assert {parameter.device.type for model in models for parameter in model.parameters()} == {"meta"}
+
+
 def test_one_output_heads_average_their_outputs():
     z1, z2 = torch.tensor([[1.0], [3.0]]), torch.tensor([[5.0], [-1.0]])
     assert torch.allclose(mix_logits([z1, z2], torch.tensor([0.25, 0.75]), 4.0), torch.tensor([[4.0], [0.0]]))

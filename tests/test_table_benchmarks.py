@@ -1,7 +1,8 @@
-"""The SST-2 benchmark's machinery on a tiny teacher and a tiny SST-2-shaped data folder.
+"""The table benchmarks (benchmarks.sst2, benchmarks.recipes) on a tiny teacher and a tiny SST-2-shaped folder.
 
-The real figures come from `python -m benchmarks.sst2`; here the same command runs end to end on
-tiny models, resumes its finished rows, and refuses bad data folders with one line.
+The real figures come from `python -m benchmarks.sst2` and `python -m benchmarks.recipes`; here the same
+commands run end to end on tiny models, resume their finished rows, share rows with each other, and
+refuse bad data folders with one line.
 """
 
 import json
@@ -12,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.sst2.config import RowSpec, check_rows
-from benchmarks.sst2.report import pareto_flags
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from benchmarks.table.cli import compose_rows
+from benchmarks.table.config import BenchConfig, RowSpec, check_rows
+from distill.config import from_dict
+from benchmarks.table.report import pareto_flags
 from distill.errors import AlembertError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,10 +34,18 @@ def write_sst2(folder: Path, rows: int = 48, header: str = "sentence\tlabel") ->
     return folder
 
 
-def benchmark(*args: str) -> subprocess.CompletedProcess:
+def benchmark(*args: str, module: str = "benchmarks.sst2") -> subprocess.CompletedProcess:
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "benchmarks.sst2", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+def composed_rows(config_name: str, *overrides: str) -> dict:
+    """The benchmark's rows as its command would compose them: row id -> Row."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        raw = OmegaConf.to_container(compose(config_name=config_name, overrides=list(overrides)), resolve=True)
+        raw.pop("hydra", None)
+        return {row.spec.id: row for row in compose_rows(from_dict(BenchConfig, raw))}
 
 
 def test_a_folder_without_the_files_is_refused_in_one_line(tmp_path):
@@ -99,3 +113,39 @@ def test_quick_mode_runs_every_row_end_to_end_and_resumes_from_its_cache(tiny_be
     assert again.stdout.count("reusing the finished row") == 7
     rerun = json.loads((tmp_path / "results" / "sst2_quick.json").read_text())["rows"]
     assert [row["accuracy"] for row in rerun] == [row["accuracy"] for row in rows]
+
+
+def test_the_recipes_table_composes_the_sst2_rows_it_shares_to_the_same_cache_keys(tmp_path):
+    data = write_sst2(tmp_path / "data")
+    sst2 = composed_rows("sst2", f"data_dir={data}")
+    recipes = composed_rows("recipes", f"data_dir={data}")
+    shared = {"teacher", "no_kd_3l", "kd_3l", "tinybert_3l", "tinybert_2l"}
+    assert shared <= set(sst2) & set(recipes)
+    assert all(sst2[row].folder == recipes[row].folder for row in shared)
+    assert recipes["minilm_2l"].config.recipe.name == "minilm" and recipes["minilm_2l"].config.student.num_layers == 2
+    assert len({row.key for row in recipes.values()}) == len(recipes)  # no two rows share a cache folder
+    other = composed_rows("recipes", f"data_dir={data}", "overrides=['train.lr=5e-5']")
+    assert all(other[row].key != recipes[row].key for row in recipes)
+
+
+def test_the_demo_mode_needs_no_data_folder(tmp_path):
+    rows = composed_rows("recipes", "mode=demo", f"data_dir={tmp_path / 'missing'}")
+    assert {row.config.data.task for row in rows.values()} == {"demo"}
+    assert all(row.config.data.train is None for row in rows.values())
+
+
+def test_recipes_quick_mode_trains_every_recipe_and_reuses_the_sst2_rows(tiny_benchmark, tmp_path):
+    first = benchmark(*tiny_benchmark)  # the SST-2 table first: the recipes table must reuse its shared rows
+    assert first.returncode == 0, first.stderr[-3000:]
+    recipes = benchmark(*tiny_benchmark, module="benchmarks.recipes")
+    assert recipes.returncode == 0, recipes.stderr[-3000:]
+    assert recipes.stdout.count("reusing the finished row") == 5
+    rows = json.loads((tmp_path / "results" / "recipes_quick.json").read_text())["rows"]
+    expected = {f"{recipe}_{layers}l" for recipe in ("no_kd", "kd", "distilbert", "tinybert", "minilm") for layers in (2, 3)}
+    assert {row["id"] for row in rows} == {"teacher"} | expected
+    assert {row["runtime"] for row in rows} == {"PyTorch fp32"}  # onnx_variants: [] exports nothing
+    by_id = {row["id"]: row for row in rows}
+    assert by_id["teacher"]["agreement"] == 1.0 and 0.0 <= by_id["minilm_3l"]["agreement"] <= 1.0
+    assert by_id["kd_2l"]["non_embedding_params"] < by_id["kd_3l"]["non_embedding_params"]
+    table = (tmp_path / "results" / "recipes_quick.md").read_text()
+    assert "| model | accuracy | pct_of_teacher | agreement |" in table and "runtime" not in table.splitlines()[2]

@@ -1,7 +1,7 @@
 """Train (or reload from the cache) every row of the benchmark: teacher, students, compressed students.
 
-A row's artefacts live in <work>/rows/<id>/; its record.json is written last, so a row with a
-record is finished and a rerun reuses it instead of training it again.
+A row's artefacts live in <work>/rows/<id>-<key>/; its record.json is written last, so a row with a
+record is finished and a rerun (of this benchmark or another that composes the same row) reuses it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.sst2.config import Row
+from benchmarks.table.config import Row
 from compress.cli import run_stage
 from compress.pipeline import MODEL_FOLDER, TaskLoaders
 from compress.saving import load_compressed
@@ -37,18 +37,19 @@ class Context:
     teacher: torch.nn.Module
     teacher_dir: str
     teacher_s: float
-    work: Path
+    dirs: dict[str, Path]  # row id -> <work>/rows/<id>-<key>
 
     def row_dir(self, row_id: str) -> Path:
-        return self.work / "rows" / row_id
+        return self.dirs[row_id]
 
 
-def prepare(first: Row, work: Path) -> Context:
-    """Load and tokenise SST-2, then fine-tune the teacher (or reuse the cached one)."""
+def prepare(rows: list[Row], work: Path) -> Context:
+    """Load and tokenise the task, then fine-tune the teacher (or reuse the cached one)."""
     start = time.perf_counter()
-    prepared = setup(first.config)
-    teacher, teacher_dir = prepare_teacher(prepared, first.config)
-    return Context(prepared, teacher.eval(), teacher_dir, time.perf_counter() - start, work)
+    prepared = setup(rows[0].config)
+    teacher, teacher_dir = prepare_teacher(prepared, rows[0].config)
+    dirs = {row.spec.id: work / "rows" / row.folder for row in rows}
+    return Context(prepared, teacher.eval(), teacher_dir, time.perf_counter() - start, dirs)
 
 
 def build_teacher_row(row: Row, ctx: Context) -> tuple[torch.nn.Module, Path, float]:
@@ -92,20 +93,21 @@ def read_record(row_dir: Path) -> dict:
 
 
 def build_rows(rows: list[Row], work: Path) -> tuple[list[dict], Context]:
-    """Each row's record: test accuracy, agreement with the teacher, parameters, size and training time."""
-    ctx = prepare(rows[0], work)
+    """Each row's record: test accuracy, agreement with the teacher, parameters, size and training time.
+    A reused row keeps its figures but takes this benchmark's label."""
+    ctx = prepare(rows, work)
     teacher_logits, labels = predict_logits(ctx.teacher, ctx.prepared.loaders.eval)
     records = []
     for row in tqdm(rows, desc="benchmark rows", unit="row"):
         row_dir = ctx.row_dir(row.spec.id)
         if (row_dir / RECORD).is_file():
             tqdm.write(f"{row.spec.id}: reusing the finished row in {row_dir}")
-            records.append(read_record(row_dir))
+            records.append(read_record(row_dir) | {"label": row.spec.label, "row_dir": str(row_dir)})
             continue
         model, model_dir, seconds = BUILDERS[row.spec.kind](row, ctx)
         record = describe(row, model, model_dir, seconds, teacher_logits, labels, ctx)
         atomic_write_text(row_dir / RECORD, json.dumps(record, indent=2) + "\n")
-        records.append(record)
+        records.append(record | {"row_dir": str(row_dir)})
     return records, ctx
 
 

@@ -67,7 +67,8 @@ def onnx_entries(record: dict, variants: tuple[str, ...], data: EvalSet, threads
     for name in variants:
         variant = manifest["variants"][name]
         runner = feeding(ort_runner(ort_session(bundle / variant["file"], threads)), tuple(manifest["inputs"]))
-        entries.append(({**record, "runtime": f"ONNX {name}", "accuracy": accuracy[name], "size_mb": variant["size_mb"]},
+        pytorch_only = {key: value for key, value in record.items() if key != "agreement"}  # measured on PyTorch
+        entries.append(({**pytorch_only, "runtime": f"ONNX {name}", "accuracy": accuracy[name], "size_mb": variant["size_mb"]},
                         runner))
     return entries
 
@@ -100,7 +101,7 @@ def onnx_accuracy(bundle: Path, manifest: dict, variants: tuple[str, ...], data:
     return accuracy
 
 
-def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, timing: Settings, work: Path) -> list[dict]:
+def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, timing: Settings) -> list[dict]:
     """PyTorch for every row, ONNX variants for every student row, all timed in turns in this process;
     speedups are against the teacher's PyTorch row."""
     torch.set_num_threads(timing.threads)
@@ -108,7 +109,7 @@ def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, t
     for record in tqdm(records, desc="load and export", unit="row"):
         pairs.append(pytorch_entry(record))
         if record["kind"] != "teacher":
-            pairs.extend(onnx_entries(record, variants, data, timing.threads, work / "rows" / record["id"]))
+            pairs.extend(onnx_entries(record, variants, data, timing.threads, Path(record["row_dir"])))
     timed = [(entry, runner) for entry, runner in pairs if runner is not None]
     vocab = min(_vocab(entry) for entry, _ in timed)
     runners = {index: runner for index, (_, runner) in enumerate(timed)}

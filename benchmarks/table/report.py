@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import tempfile
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -17,8 +18,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 from distill.errors import atomic_write_text  # noqa: E402
 from distill.report import markdown_table  # noqa: E402
 
-COLUMNS = ["model", "runtime", "accuracy", "pct_of_teacher", "params", "non_embedding_params", "size_mb",
-           "latency_ms", "throughput", "speedup", "train_s", "pareto"]
+COLUMNS = ("model", "runtime", "accuracy", "pct_of_teacher", "params", "non_embedding_params", "size_mb",
+           "latency_ms", "throughput", "speedup", "train_s", "pareto")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a benchmark's results are named and titled, and which columns its table shows."""
+
+    name: str  # file stem: <name>.md, .json, .png
+    dataset: str  # what the accuracy is measured on, e.g. "SST-2 test (GLUE dev)"
+    columns: tuple[str, ...] = COLUMNS
+    threads: int = 2
 
 
 def pareto_flags(entries: list[dict]) -> list[bool]:
@@ -34,7 +45,8 @@ def table_rows(entries: list[dict]) -> list[dict]:
     timed = [entry for entry in entries if "latency_ms" in entry]
     flags = dict(zip(map(id, timed), pareto_flags(timed)))
     return [{**entry, "model": entry["label"], "pareto": "★" if flags.get(id(entry)) else "",
-             "accuracy": round(entry["accuracy"], 4), "pct_of_teacher": round(entry.get("pct_of_teacher", 0), 1),
+             "accuracy": round(entry["accuracy"], 4), "agreement": round(entry["agreement"], 4) if "agreement" in entry else "",
+             "pct_of_teacher": round(entry.get("pct_of_teacher", 0), 1),
              "size_mb": round(entry["size_mb"], 1), "latency_ms": round(entry.get("latency_ms", float("nan")), 2),
              "throughput": round(entry.get("throughput", float("nan")), 1), "speedup": round(entry.get("speedup", 0), 2),
              "runtime": entry["runtime"] + (f" (failed: {entry['error']})" if "error" in entry else "")}
@@ -45,19 +57,19 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {date.today().isoformat()}"
 
 
-def write_results(entries: list[dict], out_dir: Path, name: str, *, threads: int, command: str) -> Path:
+def write_results(entries: list[dict], out_dir: Path, layout: Layout, *, command: str) -> Path:
     rows = table_rows(entries)
-    header = (f"SST-2 test (GLUE dev, {entries[0]['eval_examples']} sentences). Latency: batch 1, sequence 64, "
-              f"p50; throughput: sequences/s at batch 32, sequence 64; {threads} threads; {machine()}.\n"
+    header = (f"{layout.dataset}, {entries[0]['eval_examples']} examples. Latency: batch 1, sequence 64, "
+              f"p50; throughput: sequences/s at batch 32, sequence 64; {layout.threads} threads; {machine()}.\n"
               f"Reproduce: `{command}`\n\n")
-    atomic_write_text(out_dir / f"{name}.md", header + markdown_table(rows, COLUMNS) + "\n")
-    atomic_write_text(out_dir / f"{name}.json", json.dumps({"command": command, "threads": threads, "machine": machine(),
-                                                             "rows": rows}, indent=2, default=str) + "\n")
-    plot(rows, out_dir / f"{name}.png")
-    return out_dir / f"{name}.md"
+    atomic_write_text(out_dir / f"{layout.name}.md", header + markdown_table(rows, list(layout.columns)) + "\n")
+    atomic_write_text(out_dir / f"{layout.name}.json", json.dumps(
+        {"command": command, "threads": layout.threads, "machine": machine(), "rows": rows}, indent=2, default=str) + "\n")
+    plot(rows, out_dir / f"{layout.name}.png", layout.dataset)
+    return out_dir / f"{layout.name}.md"
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, dataset: str) -> None:
     """Accuracy against batch-1 latency on a log axis; Pareto points are filled and labelled."""
     timed = [row for row in rows if row.get("latency_ms") == row.get("latency_ms") and "error" not in row]
     figure, axes = plt.subplots(figsize=(9, 6))
@@ -73,8 +85,8 @@ def plot(rows: list[dict], path: Path) -> None:
               label="Pareto front")
     axes.set_xscale("log")
     axes.set_xlabel("batch-1 latency at sequence 64, ms (log scale)")
-    axes.set_ylabel("SST-2 test accuracy")
-    axes.set_title("alembert on SST-2: accuracy against latency (o PyTorch, ^ ONNX fp32, s ONNX int8)")
+    axes.set_ylabel(f"{dataset} accuracy")
+    axes.set_title(f"{dataset}: accuracy against latency (o PyTorch, ^ ONNX fp32, s ONNX int8)", fontsize=10)
     axes.legend(loc="lower right")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

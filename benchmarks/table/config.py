@@ -1,4 +1,4 @@
-"""Typed settings of the SST-2 benchmark; benchmarks/sst2/__main__.py builds them from conf/sst2.yaml."""
+"""Typed settings of a row benchmark; benchmarks/table/cli.py builds them from conf/sst2.yaml or conf/recipes.yaml."""
 
 from __future__ import annotations
 
@@ -16,16 +16,18 @@ ROW_KINDS = ("teacher", "baseline", "distil", "compress")
 
 @dataclass(frozen=True)
 class ModeConfig:
-    """What `mode=full` or `mode=quick` changes: shared overrides and how long to time each model."""
+    """What `mode=full`, `mode=quick`, ... changes: shared overrides, the data and how long to time each model."""
 
     overrides: tuple[str, ...] = ()
+    data_files: bool = True  # the task is data_dir's SST-2 files; false: the overrides name the task (data.task=demo)
+    dataset: str = "SST-2 test (GLUE dev)"  # what the accuracy column is measured on, for the table's header
     latency_runs: int = 50
     throughput_runs: int = 10
 
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row of conf/sst2.yaml: how it is built, from which row, with which python -m distill overrides."""
+    """One row of a benchmark (conf/sst2.yaml, conf/recipes.yaml): how it is built, from which row, with which python -m distill overrides."""
 
     id: str
     label: str
@@ -36,9 +38,10 @@ class RowSpec:
 
 @dataclass(frozen=True)
 class BenchConfig:
+    name: str = "sst2"  # results are <name>.md/.json/.png, or <name>_<mode>.* outside the full mode
     mode: str = "full"
     data_dir: str = "../shared/data/sst2"
-    work_dir: str = "~/.cache/alembert/sst2-benchmark"
+    work_dir: str = "~/.cache/alembert/benchmarks"  # rows/<id>-<key>/: shared by every benchmark
     results_dir: str = "benchmarks/results"
     threads: int = 2
     modes: dict[str, dict] = field(default_factory=dict)  # mode name -> ModeConfig fields
@@ -46,6 +49,7 @@ class BenchConfig:
     base_overrides: tuple[str, ...] = ()
     rows: tuple[RowSpec, ...] = ()
     onnx_variants: tuple[str, ...] = ("optimized", "int8_dynamic")
+    columns: tuple[str, ...] = ()  # the table's columns; empty: report.COLUMNS
 
     @property
     def settings(self) -> ModeConfig:
@@ -55,16 +59,23 @@ class BenchConfig:
 
     @property
     def results_name(self) -> str:
-        return "sst2" if self.mode == "full" else f"sst2_{self.mode}"
+        return self.name if self.mode == "full" else f"{self.name}_{self.mode}"
 
 
 @dataclass(frozen=True)
 class Row:
-    """A row spec with its composed run config; `overrides` reproduce it as a single python -m distill run."""
+    """A row spec with its composed run config; `overrides` reproduce it as a single python -m distill run.
+    `key` hashes what builds the row (kind, overrides, the parent's key), so every benchmark that composes
+    the same row finds it in the shared cache, and a changed row never reuses a stale one."""
 
     spec: RowSpec
     config: RunConfig
     overrides: tuple[str, ...]
+    key: str
+
+    @property
+    def folder(self) -> str:
+        return f"{self.spec.id}-{self.key}"
 
 
 def check_data_dir(data_dir: str) -> Path:
@@ -89,10 +100,10 @@ def check_rows(rows: tuple[RowSpec, ...]) -> None:
         if row.kind not in ROW_KINDS:
             raise fail(f"row {row.id} has kind={row.kind}", f"use one of: {', '.join(ROW_KINDS)}")
         if row.id in seen:
-            raise fail(f"row id {row.id} appears twice in conf/sst2.yaml", "give every row its own id")
+            raise fail(f"row id {row.id} appears twice in the benchmark's rows", "give every row its own id")
         if (row.kind == "compress") != (row.parent is not None) or (row.parent and row.parent not in seen):
             raise fail(f"row {row.id} ({row.kind}) has parent={row.parent}",
                        "a compress row names an earlier row as parent; other rows name none")
         seen.add(row.id)
     if not rows or rows[0].kind != "teacher":
-        raise fail("the first row of conf/sst2.yaml must be the teacher", "start rows with {id: teacher, kind: teacher}")
+        raise fail("the benchmark's first row must be the teacher", "start rows with {id: teacher, kind: teacher}")

@@ -1,0 +1,23 @@
+"""setup -> fit every row -> export and time -> report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.table.config import BenchConfig, Row
+from benchmarks.table.measure import Settings, eval_set, measure_all
+from benchmarks.table.report import COLUMNS, Layout, table_rows, write_results
+from benchmarks.table.rows import build_rows
+from distill.report import markdown_table
+
+
+def run(bench: BenchConfig, rows: list[Row], work: Path, *, command: str) -> list[dict]:
+    print(f"benchmark cache: {work} (finished rows are reused)")
+    records, ctx = build_rows(rows, work)
+    timing = Settings(runs=bench.settings.latency_runs, throughput_runs=bench.settings.throughput_runs, threads=bench.threads)
+    entries = measure_all(records, bench.onnx_variants, eval_set(ctx.prepared.loaders.eval), timing)
+    layout = Layout(bench.results_name, bench.settings.dataset, bench.columns or COLUMNS, bench.threads)
+    path = write_results(entries, Path(bench.results_dir), layout, command=command)
+    print(f"\n{markdown_table(table_rows(entries), list(layout.columns))}\n\n"
+          f"written: {path}, {path.with_suffix('.json')}, {path.with_suffix('.png')}")
+    return entries
