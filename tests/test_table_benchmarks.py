@@ -20,6 +20,7 @@ from benchmarks.table.cli import compose_rows
 from benchmarks.table.config import BenchConfig, RowSpec, check_rows
 from distill.config import from_dict
 from benchmarks.table.report import pareto_flags
+from benchmarks.table.significance import paired_difference
 from distill.errors import AlembertError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,20 @@ def test_rows_must_name_earlier_parents_and_known_kinds():
         check_rows((teacher, RowSpec("x", "x", "magic")))
     with pytest.raises(AlembertError, match="appears twice"):
         check_rows((teacher, RowSpec("teacher", "again", "distil")))
+    with pytest.raises(AlembertError, match="baseline=later, which is not an earlier row"):
+        check_rows((teacher, RowSpec("kd", "k", "distil", baseline="later")))
+
+
+def test_paired_difference_counts_discordant_examples_and_runs_mcnemars_exact_test():
+    # 10 examples: a alone right on 8, b alone right on 2, both right on the rest (none here)
+    a = [True] * 8 + [False] * 2
+    b = [False] * 8 + [True] * 2
+    difference = paired_difference(a, b)
+    assert difference.delta == pytest.approx(0.6) and (difference.only_a, difference.only_b) == (8, 2)
+    assert difference.p_value == pytest.approx(2 * (1 + 10 + 45) / 2**10)  # two-sided binomial, n=10, k<=2
+    assert difference.low < 0.6 < difference.high and difference.summary().startswith("+60.0 [")
+    same = paired_difference([True, False, True], [True, False, True])
+    assert (same.delta, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -147,5 +162,10 @@ def test_recipes_quick_mode_trains_every_recipe_and_reuses_the_sst2_rows(tiny_be
     by_id = {row["id"]: row for row in rows}
     assert by_id["teacher"]["agreement"] == 1.0 and 0.0 <= by_id["minilm_3l"]["agreement"] <= 1.0
     assert by_id["kd_2l"]["non_embedding_params"] < by_id["kd_3l"]["non_embedding_params"]
+    for row_id in expected - {"no_kd_2l", "no_kd_3l"}:  # every recipe is tested against its same-size baseline
+        wins, losses = map(int, by_id[row_id]["wins_losses"].split("/"))
+        delta = 100 * (by_id[row_id]["accuracy"] - by_id[f"no_kd_{row_id[-2:]}"]["accuracy"])
+        assert by_id[row_id]["vs_baseline"].startswith(f"{delta:+.1f} [") and (by_id[row_id]["p_value"] == "<0.001" or 0 <= float(by_id[row_id]["p_value"]) <= 1)
+        assert wins - losses == round(delta / 100 * by_id[row_id]["eval_examples"])
     table = (tmp_path / "results" / "recipes_quick.md").read_text()
-    assert "| model | accuracy | pct_of_teacher | agreement |" in table and "runtime" not in table.splitlines()[2]
+    assert "| model | accuracy | vs_baseline | p_value | wins_losses |" in table and "runtime" not in table.splitlines()[2]

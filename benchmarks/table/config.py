@@ -34,6 +34,7 @@ class RowSpec:
     kind: str
     overrides: tuple[str, ...] = ()
     parent: str | None = None
+    baseline: str | None = None  # an earlier row to test this one against (paired, on the same test sentences)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ def check_rows(rows: tuple[RowSpec, ...]) -> None:
         if (row.kind == "compress") != (row.parent is not None) or (row.parent and row.parent not in seen):
             raise fail(f"row {row.id} ({row.kind}) has parent={row.parent}",
                        "a compress row names an earlier row as parent; other rows name none")
+        if row.baseline is not None and row.baseline not in seen:
+            raise fail(f"row {row.id} has baseline={row.baseline}, which is not an earlier row", "name an earlier row's id")
         seen.add(row.id)
     if not rows or rows[0].kind != "teacher":
         raise fail("the benchmark's first row must be the teacher", "start rows with {id: teacher, kind: teacher}")

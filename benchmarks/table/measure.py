@@ -25,6 +25,7 @@ SEQ_LEN = 64
 THROUGHPUT_BATCH = 32
 ONNX_METRICS = "onnx_metrics.json"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+PYTORCH_ONLY = ("agreement", "vs_baseline", "p_value", "wins_losses")  # measured on the PyTorch model, not its ONNX
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def onnx_entries(record: dict, variants: tuple[str, ...], data: EvalSet, threads
     for name in variants:
         variant = manifest["variants"][name]
         runner = feeding(ort_runner(ort_session(bundle / variant["file"], threads)), tuple(manifest["inputs"]))
-        pytorch_only = {key: value for key, value in record.items() if key != "agreement"}  # measured on PyTorch
+        pytorch_only = {key: value for key, value in record.items() if key not in PYTORCH_ONLY}
         entries.append(({**pytorch_only, "runtime": f"ONNX {name}", "accuracy": accuracy[name], "size_mb": variant["size_mb"]},
                         runner))
     return entries

@@ -8,12 +8,15 @@ from benchmarks.table.config import BenchConfig, Row
 from benchmarks.table.measure import Settings, eval_set, measure_all
 from benchmarks.table.report import COLUMNS, Layout, table_rows, write_results
 from benchmarks.table.rows import build_rows
+from benchmarks.table.significance import compare_to_baselines
 from distill.report import markdown_table
 
 
 def run(bench: BenchConfig, rows: list[Row], work: Path, *, command: str) -> list[dict]:
     print(f"benchmark cache: {work} (finished rows are reused)")
     records, ctx = build_rows(rows, work)
+    baselines = {row.spec.id: row.spec.baseline for row in rows if row.spec.baseline is not None}
+    compare_to_baselines(records, baselines, ctx.prepared.loaders.eval, ctx.labels)
     timing = Settings(runs=bench.settings.latency_runs, throughput_runs=bench.settings.throughput_runs, threads=bench.threads)
     entries = measure_all(records, bench.onnx_variants, eval_set(ctx.prepared.loaders.eval), timing)
     layout = Layout(bench.results_name, bench.settings.dataset, bench.columns or COLUMNS, bench.threads)
