@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def run_benchmark(cfg: DictConfig, module: str) -> None:
         bench = from_dict(BenchConfig, raw)
         check_rows(bench.rows)
         rows = compose_rows(bench)
-        command = f"python -m {module} " + " ".join(sys.argv[1:])
+        command = f"python -m {module} " + shlex.join(sys.argv[1:])  # quoted, so it can be pasted back
         from benchmarks.table.run import run  # after the checks: bad input fails before torch loads
 
         run(bench, rows, Path(bench.work_dir).expanduser(), command=command.strip())
