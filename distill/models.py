@@ -169,13 +169,12 @@ class CachedTeacher:
 
     @classmethod
     @torch.no_grad()
-    def build(cls, teacher: Teacher, data, device: torch.device | None = None) -> CachedTeacher:
+    def build(cls, teacher: Teacher, data, device: torch.device) -> CachedTeacher:
         """One teacher pass over `data`, with batches on `device` (the teacher's); the table is kept on the CPU
         until `to` moves it beside the student."""
         chunks, indices = [], []
         for batch in data:
-            on_device = {key: value.to(device) for key, value in batch.items()} if device is not None else batch
-            chunks.append(teacher.features(on_device).logits.cpu())
+            chunks.append(teacher.features({key: value.to(device) for key, value in batch.items()}).logits.cpu())
             indices.append(batch["index"])
         index = torch.cat(indices)
         logits = torch.empty((int(index.max()) + 1, chunks[0].shape[-1]), dtype=chunks[0].dtype)

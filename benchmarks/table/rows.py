@@ -12,12 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from benchmarks.table.config import Row
-from benchmarks.table.significance import PREDICTIONS
 from compress.cli import run_stage
 from compress.pipeline import MODEL_FOLDER, TaskLoaders
 from compress.saving import load_compressed
@@ -40,7 +38,6 @@ class Context:
     teacher_dir: str
     teacher_s: float
     dirs: dict[str, Path]  # row id -> <work>/rows/<id>-<key>
-    labels: np.ndarray | None = None  # the reporting split's labels, in order
 
     def row_dir(self, row_id: str) -> Path:
         return self.dirs[row_id]
@@ -100,7 +97,6 @@ def build_rows(rows: list[Row], work: Path) -> tuple[list[dict], Context]:
     A reused row keeps its figures but takes this benchmark's label."""
     ctx = prepare(rows, work)
     teacher_logits, labels = predict_logits(ctx.teacher, ctx.prepared.loaders.eval)
-    ctx.labels = labels.numpy()
     records = []
     for row in tqdm(rows, desc="benchmark rows", unit="row"):
         row_dir = ctx.row_dir(row.spec.id)
@@ -109,22 +105,19 @@ def build_rows(rows: list[Row], work: Path) -> tuple[list[dict], Context]:
             records.append(read_record(row_dir) | {"label": row.spec.label, "row_dir": str(row_dir)})
             continue
         model, model_dir, seconds = BUILDERS[row.spec.kind](row, ctx)
-        record, predictions = describe(row, model, model_dir, seconds, teacher_logits, labels, ctx)
-        atomic_write_text(row_dir / PREDICTIONS, json.dumps(predictions) + "\n")
+        record = describe(row, model, model_dir, seconds, teacher_logits, labels, ctx)
         atomic_write_text(row_dir / RECORD, json.dumps(record, indent=2) + "\n")
         records.append(record | {"row_dir": str(row_dir)})
     return records, ctx
 
 
-def describe(row: Row, model, model_dir: Path, seconds: float, teacher_logits, labels, ctx: Context) -> tuple[dict, list[int]]:
-    """The row's record, and its predicted class on every reporting-split example (for paired comparisons)."""
+def describe(row: Row, model, model_dir: Path, seconds: float, teacher_logits, labels, ctx: Context) -> dict:
     logits, _ = predict_logits(model, ctx.prepared.loaders.eval)
     total, non_embedding = count_parameters(model)
     metrics = task_metrics(logits, labels)
-    record = {"id": row.spec.id, "label": row.spec.label, "kind": row.spec.kind, "parent": row.spec.parent,
-              "overrides": " ".join(row.overrides), "model_dir": str(model_dir), "accuracy": metrics["accuracy"],
-              "agreement": teacher_agreement(logits, teacher_logits)["agreement"],
-              "params": total, "non_embedding_params": non_embedding, "size_mb": size_on_disk_mb(model_dir),
-              "train_s": round(seconds, 1), "eval_split": ctx.prepared.loaders.eval_split,
-              "eval_examples": int(len(labels))}
-    return record, logits.argmax(-1).tolist()
+    return {"id": row.spec.id, "label": row.spec.label, "kind": row.spec.kind, "parent": row.spec.parent,
+            "overrides": " ".join(row.overrides), "model_dir": str(model_dir), "accuracy": metrics["accuracy"],
+            "agreement": teacher_agreement(logits, teacher_logits)["agreement"],
+            "params": total, "non_embedding_params": non_embedding, "size_mb": size_on_disk_mb(model_dir),
+            "train_s": round(seconds, 1), "eval_split": ctx.prepared.loaders.eval_split,
+            "eval_examples": int(len(labels))}

@@ -15,10 +15,11 @@ from distill.report import markdown_table
 def run(bench: BenchConfig, rows: list[Row], work: Path, *, command: str) -> list[dict]:
     print(f"benchmark cache: {work} (finished rows are reused)")
     records, ctx = build_rows(rows, work)
+    data = eval_set(ctx.prepared.loaders.eval)
     baselines = {row.spec.id: row.spec.baseline for row in rows if row.spec.baseline is not None}
-    compare_to_baselines(records, baselines, ctx.prepared.loaders.eval, ctx.labels)
+    compare_to_baselines(records, baselines, ctx.prepared.loaders.eval, data.labels)
     timing = Settings(runs=bench.settings.latency_runs, throughput_runs=bench.settings.throughput_runs, threads=bench.threads)
-    entries = measure_all(records, bench.onnx_variants, eval_set(ctx.prepared.loaders.eval), timing)
+    entries = measure_all(records, bench.onnx_variants, data, timing)
     layout = Layout(bench.results_name, bench.settings.dataset, bench.columns or COLUMNS, bench.threads)
     path = write_results(entries, Path(bench.results_dir), layout, command=command)
     print(f"\n{markdown_table(table_rows(entries), list(layout.columns))}\n\n"
