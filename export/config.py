@@ -1,4 +1,4 @@
-"""Typed settings for `python -m export`, built from conf/export.yaml by `distill.config.from_dict`."""
+"""Typed settings for `python -m export`, built from alembert/conf/export.yaml by `distill.config.from_dict`."""
 
 from __future__ import annotations
 

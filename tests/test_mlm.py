@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForMaskedLM, BertConfig
 
 from conftest import tiny_tokenizer
+from alembert.conf import CONF_DIR
 from distill.config import from_dict
 from distill.demo import DemoConfig, generate
 from distill.engine import TrainConfig
@@ -155,7 +156,7 @@ def test_student_from_alternate_teacher_layers(mlm_teacher_dir):
 
 
 def test_recipe_file_lists_the_default_terms():
-    path = Path(__file__).resolve().parents[1] / "conf" / "recipe" / "distilbert_mlm.yaml"
+    path = CONF_DIR / "recipe" / "distilbert_mlm.yaml"
     recipe = from_dict(RecipeConfig, OmegaConf.to_container(OmegaConf.load(path)))
     listed = [(t.name, t.weight, {k: v for k, v in t.params.items() if k != "positions"}) for t in recipe.stages[0].terms]
     assert listed == [tuple(term) for term in DISTILBERT_MLM_TERMS]

@@ -1,4 +1,4 @@
-"""Recipes from conf/ compose into typed configs, schedules move as declared, and every recipe trains."""
+"""Recipes from alembert/conf/ compose into typed configs, schedules move as declared, and every recipe trains."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -8,6 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from alembert.conf import CONF_DIR
 import distill.__main__  # noqa: F401  registers the resolvers the recipe files use
 from distill.config import from_dict
 from distill.data import DataConfig
@@ -19,7 +20,7 @@ from distill.models import StudentConfig
 from distill.recipes import Schedule, StageConfig, TermConfig, stage_objective
 from distill.run import FinetuneConfig, RunConfig, distil, prepare_teacher, setup
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 RECIPES = ("kd", "distilbert", "tinybert", "minilm")
 
 

@@ -107,7 +107,7 @@ def test_space_samples_and_writes_overrides_that_compose_to_the_same_config():
         base = cli.compose_plain(())
         overrides = overrides_for(params, base)
         config = cli.compose_run(overrides)
-    assert overrides[-1].startswith("+compress.settings.prune_ffn.ratio=")  # absent from conf/config.yaml: added
+    assert overrides[-1].startswith("+compress.settings.prune_ffn.ratio=")  # absent from alembert/conf/config.yaml: added
     assert overrides[0] == f"kd.temperature={params['kd.temperature']!r}"
     assert config.kd.temperature == params["kd.temperature"]  # the float survives the round trip exactly
     assert config.student.num_layers == params["student.num_layers"]

@@ -16,6 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from alembert.conf import CONF_DIR
 from benchmarks.table.cli import compose_rows
 from benchmarks.table.config import BenchConfig, RowSpec, check_rows
 from distill.config import from_dict
@@ -43,7 +44,7 @@ def benchmark(*args: str, module: str = "benchmarks.sst2") -> subprocess.Complet
 
 def composed_rows(config_name: str, *overrides: str) -> dict:
     """The benchmark's rows as its command would compose them: row id -> Row."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         raw = OmegaConf.to_container(compose(config_name=config_name, overrides=list(overrides)), resolve=True)
         raw.pop("hydra", None)
         return {row.spec.id: row for row in compose_rows(from_dict(BenchConfig, raw))}

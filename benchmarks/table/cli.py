@@ -1,4 +1,4 @@
-"""The one Hydra-facing step of every row benchmark: conf/<name>.yaml becomes typed rows, each composed
+"""The one Hydra-facing step of every row benchmark: alembert/conf/<name>.yaml becomes typed rows, each composed
 exactly as `python -m distill <the row's overrides>` would compose it; everything below is typed."""
 
 from __future__ import annotations

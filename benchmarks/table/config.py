@@ -1,4 +1,4 @@
-"""Typed settings of a row benchmark; benchmarks/table/cli.py builds them from conf/sst2.yaml or conf/recipes.yaml."""
+"""Typed settings of a row benchmark; benchmarks/table/cli.py builds them from alembert/conf/sst2.yaml or alembert/conf/recipes.yaml."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class ModeConfig:
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row of a benchmark (conf/sst2.yaml, conf/recipes.yaml): how it is built, from which row, with which python -m distill overrides."""
+    """One row of a benchmark (alembert/conf/sst2.yaml, alembert/conf/recipes.yaml): how it is built, from which row, with which python -m distill overrides."""
 
     id: str
     label: str

@@ -1,9 +1,9 @@
 """`python -m distill.sweep sweep=NAME [overrides...]`: the only part of the sweep that touches Hydra/OmegaConf.
 
-`sweep=NAME` picks conf/sweep/NAME.yaml (`sweep=path/to/file.yaml` a file of your own). An override whose first key is a sweep setting (n_trials=20,
+`sweep=NAME` picks alembert/conf/sweep/NAME.yaml (`sweep=path/to/file.yaml` a file of your own). An override whose first key is a sweep setting (n_trials=20,
 storage=..., pruner=median, export.enabled=true, ...) changes the sweep; any other (teacher=/path, data.max_length=64)
 is added to the sweep's base overrides of every trial. Each trial's config is composed by Hydra from
-conf/config.yaml exactly as `python -m distill <base overrides> <trial overrides>` would compose it.
+alembert/conf/config.yaml exactly as `python -m distill <base overrides> <trial overrides>` would compose it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from distill.config import from_dict
 from distill.errors import fail, run_cli
 from distill.sweep.settings import SWEEP_KEYS, SweepConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from alembert.conf import CONF_DIR
 SWEEP_DIR = CONF_DIR / "sweep"
 RUN_CONFIG = "config"
 
@@ -33,7 +33,7 @@ def sweep_names() -> list[str]:
 
 
 def sweep_file(name: str) -> Path:
-    """conf/sweep/NAME.yaml, or a YAML file given by its path."""
+    """alembert/conf/sweep/NAME.yaml, or a YAML file given by its path."""
     path = Path(name).expanduser()
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path.resolve()
@@ -64,7 +64,7 @@ def _compose(name: str, overrides: list[str]) -> dict:
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise fail(f"cannot compose {name} with overrides {' '.join(overrides) or '(none)'}: {detail}",
-                   "check the keys and values (see conf/config.yaml and conf/sweep/)") from None
+                   "check the keys and values (see alembert/conf/config.yaml and alembert/conf/sweep/)") from None
 
 
 def load_sweep(path: Path, sweep_overrides: list[str], run_overrides: list[str]) -> SweepConfig:

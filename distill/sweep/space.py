@@ -164,7 +164,7 @@ def check_keys(space: tuple[ParamSpec, ...], base: dict, base_overrides: tuple[s
             SWEEP_PARAMS[spec.key](spec)
         elif not (has_key(base, spec.key) or _is_pass_setting(spec.key)):
             raise fail(f"space key {spec.key} does not exist in the composed python -m distill config",
-                       "use a key of conf/config.yaml (e.g. kd.temperature, student.num_layers), "
+                       "use a key of alembert/conf/config.yaml (e.g. kd.temperature, student.num_layers), "
                        "compress.settings.<pass>.<setting>, or export.variant")
         if spec.key in fixed:
             raise fail(f"space key {spec.key} is also set in base_overrides", "remove it from one of the two")
