@@ -11,10 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from compress.cli import CompressConfig, run
 from distill.config import from_dict
-from distill.errors import run_cli
+from distill.errors import run_app, run_cli
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="compress")
+@hydra.main(version_base="1.3", config_path="pkg://alembert.conf", config_name="compress")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
 
@@ -25,4 +25,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

