@@ -1,10 +1,11 @@
 """Quantization in PyTorch: dynamic int8 on the Linear layers, and fp16/bf16 casting.
 
 Saving: a cast model saves with save_pretrained like any other. A dynamic-int8 model cannot (its
-weights are packed int8 parameters that safetensors and the Auto classes do not know); compress.saving
-writes its int8 state dict to `model_int8.pt` beside config.json and the tokenizer, and
-`compress.saving.load_compressed` rebuilds the float model from the config, re-applies the recorded
-quantization and loads that state dict, which gives the same logits. ONNX int8 belongs to export/.
+weights are packed int8 parameters that the Auto classes do not know); compress.saving unpacks each
+Linear into its int8 weight, scale, zero point and bias, and writes them with the float rest of the
+model to `model_int8.safetensors` beside config.json and the tokenizer. `compress.saving.load_compressed`
+rebuilds the float model from the config, re-applies `quantize_linear_int8` and sets those values,
+which gives the same logits. ONNX int8 belongs to export/.
 """
 
 from __future__ import annotations

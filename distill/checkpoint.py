@@ -9,6 +9,10 @@ Layout, under the directory `fit` is given (`<run output>/checkpoints/<variant>-
 
 A checkpoint directory is written beside its final name and renamed into place, and `latest` is replaced
 with os.replace, so a run killed at any instant leaves the previous checkpoint intact.
+
+state.pt holds only tensors, numbers, strings and lists/tuples/dicts of them, so it loads with
+torch.load(weights_only=True): reading a checkpoint never runs code from the file. Format 2 made it so
+(numpy's RNG state is stored as a tensor); a format-1 checkpoint is refused by the fingerprint check.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from torch import nn
 from distill import distributed
 from distill.errors import atomic_dir, atomic_write_text, fail
 
-FORMAT = 1
+FORMAT = 2  # 2: state.pt loads with weights_only=True
 STATE_FILE, META_FILE, LATEST_FILE = "state.pt", "meta.json", "latest"
 
 
@@ -61,16 +65,29 @@ class LoopState:
 
 
 def capture_rng() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+    """Every generator's state as tensors and plain types, which torch.load(weights_only=True) accepts."""
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(_numpy_tuple(state["numpy"]))
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> list:
+    # ("MT19937", uint32 keys, pos, has_gauss, cached_gaussian): the key array would pickle as an ndarray,
+    # which weights_only refuses, so it travels as an int64 tensor (every uint32 fits).
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+
+
+def _numpy_tuple(state: list) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached
 
 
 def fingerprint(modules: tuple[nn.Module, ...], *, stage: str, terms: str, config: dict, batches: int) -> dict:
@@ -124,8 +141,8 @@ class Checkpointer:
             return None
         self._check_compatible(path)
         try:
-            payload = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
-        except Exception as err:  # a truncated or foreign file: torch raises several types
+            payload = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated, foreign, or holding objects weights_only refuses: torch raises several types
             raise fail(f"the checkpoint {path} cannot be read ({type(err).__name__})", f"delete {path} and resume again") from None
         for module, weights in zip(modules, payload["modules"]):
             module.load_state_dict(weights)

@@ -34,7 +34,7 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 EVAL_BATCH = 32
 CALIBRATION_BATCH = 8
-TORCH_INT8_WEIGHTS = "model_int8.pt"
+TORCH_INT8_WEIGHTS = "model_int8.safetensors"  # compress.saving.INT8_WEIGHTS; export does not import compress
 COMPACTED_PASSES = {"prune_heads", "prune_ffn"}  # passes that leave zeroed heads or zero-padded neurons  # what compress.saving writes for a torch dynamic-int8 model
 
 

@@ -64,7 +64,7 @@ def test_two_processes_match_one_at_the_same_global_batch(tiny_dir, tmp_path, ca
     expected = _train(student, tmp_path / "single", PER_RANK_BATCH * WORLD)  # meanwhile, one process at the global batch
     outputs = [rank.communicate(timeout=600) for rank in ranks]
     assert [rank.returncode for rank in ranks] == [0, 0], [err[-2000:] for _, err in outputs]
-    got = torch.load(tmp_path / "ddp" / "result.pt", weights_only=False)
+    got = torch.load(tmp_path / "ddp" / "result.pt", weights_only=True)
     assert torch.allclose(got["logits"], expected["logits"], atol=1e-4), (got["logits"] - expected["logits"]).abs().max()
     assert [r["accuracy"] for r in got["history"]] == [r["accuracy"] for r in expected["history"]]
     assert abs(got["history"][-1]["loss"] - expected["history"][-1]["loss"]) < 1e-4

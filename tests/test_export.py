@@ -223,7 +223,7 @@ def test_a_torch_int8_compress_result_is_refused_with_the_way_out(tmp_path):
     model_dir = tmp_path / "int8"
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
-    (model_dir / "model_int8.pt").write_bytes(b"")
+    (model_dir / "model_int8.safetensors").write_bytes(b"")
     with pytest.raises(AlembertError, match="PyTorch dynamic-int8 model .* export the float model saved before the quantize_dynamic pass"):
         build_bundle(ExportConfig(model=str(model_dir), out=str(tmp_path / "b"), variants=()))
 
