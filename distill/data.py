@@ -1,4 +1,5 @@
-"""Task data: local CSV/TSV/JSONL files, hub datasets or the built-in demo task, tokenised for training.
+"""Task data: local CSV/TSV/JSONL files (distill/tables.py), hub or save_to_disk datasets, or the built-in
+demo task, tokenised for training.
 
 Rows are validated while loading so that a wrong column, a stray label or an empty file is
 reported in one line before any model is touched.
@@ -6,17 +7,18 @@ reported in one line before any model is touched.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from distill.demo import DemoConfig, generate as generate_demo
+from distill.config import bounded, one_of
 from distill.errors import fail
+from distill.tables import read_table
 
 SPLITS = ("train", "dev", "test")
 TASK_TYPES = ("classification", "regression")
@@ -26,11 +28,12 @@ TASK_TYPES = ("classification", "regression")
 class DataConfig:
     """Where the task comes from and how its columns are named.
 
-    `task` is "demo" (built in), "files" (the train/dev/test paths) or a hub dataset name.
-    Without a header, columns are named by position: text_column=0, label_column=1.
+    `task` is "demo" (built in), "files" (the train/dev/test paths), a directory written by
+    `DatasetDict.save_to_disk`, or a hub dataset name. Without a header, columns are named by
+    position: text_column=0, label_column=1.
     """
 
-    task: str = "demo"
+    task: str | None = "demo"  # None: no task data (python -m compress and export run without it)
     train: str | None = None
     dev: str | None = None
     test: str | None = None
@@ -38,10 +41,11 @@ class DataConfig:
     text_pair_column: str | None = None
     label_column: str = "label"
     header: bool = True
-    task_type: str = "classification"
-    max_length: int = 128
-    max_train_examples: int | None = None
-    max_dev_examples: int | None = None  # the first N of dev: cheaper evaluations during training
+    encoding: str = "utf-8"  # of the train/dev/test files, e.g. latin-1 or cp1252 for files saved by older tools
+    task_type: str = one_of("classification", TASK_TYPES)
+    max_length: int = bounded(128, low=2)  # room for [CLS] and [SEP] at least
+    max_train_examples: int | None = bounded(None, low=1)
+    max_dev_examples: int | None = bounded(None, low=1)  # the first N of dev: cheaper evaluations during training
     hub_config: str | None = None
     hub_splits: tuple[str, str, str] = ("train", "validation", "test")
     demo: DemoConfig = DemoConfig()
@@ -71,12 +75,12 @@ def load_task(config: DataConfig, label_names: tuple[str, ...] | None = None) ->
     """Load, validate and label-map every split. `label_names` fixes the label order (a trained head's)."""
     if config.task_type not in TASK_TYPES:
         raise fail(f"data.task_type={config.task_type} is unknown", f"use one of {', '.join(TASK_TYPES)}")
-    raw = _load_raw(config)
+    raw, declared = _load_raw(config)
     regression = config.task_type == "regression"
     if not raw.get("train"):
         raise fail("the training set is empty", "give data.train a file with at least one row")
     if not regression and label_names is None:
-        label_names = _label_names(row[2] for row in raw["train"])
+        label_names = declared or _label_names(row[2] for row in raw["train"])
     splits = {name: _to_examples(name, rows, label_names, regression) for name, rows in raw.items()}
     if config.max_train_examples is not None:
         splits["train"] = splits["train"][: config.max_train_examples]
@@ -85,82 +89,127 @@ def load_task(config: DataConfig, label_names: tuple[str, ...] | None = None) ->
     return TaskData(splits=splits, label_names=label_names, task_type=config.task_type)
 
 
-def _load_raw(config: DataConfig) -> dict[str, list[tuple]]:
+Raw = dict[str, list[tuple]]  # split -> (text, text_pair, label) rows, labels not yet mapped to ids
+
+
+def _load_raw(config: DataConfig) -> tuple[Raw, tuple[str, ...] | None]:
+    """The rows of each split, and the label names the source declares (a hub ClassLabel), if any."""
     if config.task == "demo":
         generated = generate_demo(config.demo)
-        return {split: [(r["sentence"], None, r["label"]) for r in rows] for split, rows in generated.items()}
+        return {split: [(r["sentence"], None, r["label"]) for r in rows] for split, rows in generated.items()}, None
     if config.task == "files":
         paths = {"train": config.train, "dev": config.dev, "test": config.test}
         if paths["train"] is None:
             raise fail("data.task=files needs a training file", "set data.train=/path/to/train.tsv")
-        return {split: read_table(Path(path), config) for split, path in paths.items() if path is not None}
+        return {split: read_table(Path(path), config) for split, path in paths.items() if path is not None}, None
     return _load_hub(config)
 
 
-def read_table(path: Path, config: DataConfig) -> list[tuple]:
-    """Read (text, text_pair, label) rows from a .csv, .tsv, .jsonl or .json-lines file."""
-    if not path.is_file():
-        raise fail(f"data file {path} does not exist", "check data.train/data.dev/data.test")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        records = _read_jsonl(path)
-    elif suffix in (".csv", ".tsv", ".txt"):
-        records = _read_delimited(path, "\t" if suffix in (".tsv", ".txt") else ",", config.header)
-    else:
-        raise fail(f"data file {path} has an unknown extension '{suffix}'", "use .csv, .tsv or .jsonl")
-    if not records:
-        raise fail(f"data file {path} has no rows", "give a file with at least one example")
-    columns = [config.text_column, config.label_column] + ([config.text_pair_column] if config.text_pair_column is not None else [])
-    missing = [str(c) for c in columns if str(c) not in records[0]]
-    if missing:
-        raise fail(f"data file {path} has no column {', '.join(missing)} (it has {', '.join(records[0])})",
-                   "set data.text_column / data.text_pair_column / data.label_column, or data.header=false for positional columns")
-    pair = str(config.text_pair_column) if config.text_pair_column is not None else None
-    return [(r[str(config.text_column)], r[pair] if pair else None, r[str(config.label_column)]) for r in records]
+def _load_hub(config: DataConfig) -> tuple[Raw, tuple[str, ...] | None]:
+    """The hub's (or a save_to_disk directory's) splits, with their ClassLabel names.
+
+    GLUE-style test splits carry label -1 in every row: such a split is dropped with a printed note,
+    so that run.py evaluates on the next split instead of scoring predictions against -1.
+    """
+    loaded = _open_dataset(config)
+    found = ", ".join(loaded)
+    raw, notes = {}, {}
+    for split, hub_split in zip(SPLITS, config.hub_splits):
+        if hub_split not in loaded:
+            notes[split] = f"the dataset '{config.task}' has no split '{hub_split}' (it has {found})"
+            continue
+        rows, unlabelled = _hub_rows(loaded[hub_split], config, split, hub_split)
+        if unlabelled:
+            notes[split] = f"the {split} split ('{hub_split}') has no labels ({unlabelled})"
+        else:
+            raw[split] = rows
+    if "train" not in raw:
+        raise fail(notes["train"], "set data.hub_splits=[TRAIN,DEV,TEST] so that the first names a labelled split")
+    for split, note in notes.items():
+        tqdm.write(f"{note}; {_instead(split, raw)}")
+    return raw, _class_names(loaded[config.hub_splits[0]], config)
 
 
-def _read_delimited(path: Path, delimiter: str, header: bool) -> list[dict]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL))
-    rows = [row for row in rows if row]
-    if header:
-        if not rows:
-            return []
-        names, rows = rows[0], rows[1:]
-    else:
-        names = [str(i) for i in range(max((len(r) for r in rows), default=0))]
-    return [dict(zip(names, row)) for row in rows]
+def _instead(split: str, raw: Raw) -> str:
+    if split == "test":
+        return f"evaluating on {'dev' if 'dev' in raw else 'train'} instead"
+    return "training runs without dev evaluations"
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append({str(k): v for k, v in json.loads(line).items()})
-            except (json.JSONDecodeError, AttributeError):
-                raise fail(f"{path} line {number} is not a JSON object", "write one JSON object per line") from None
-    return records
+def _open_dataset(config: DataConfig):
+    import datasets
+
+    directory = Path(config.task).expanduser()
+    if (directory / "dataset_dict.json").is_file() or (directory / "state.json").is_file():
+        return _load_saved(directory, config)
+    try:
+        return datasets.load_dataset(config.task, config.hub_config)
+    except Exception as err:  # datasets raises many types for "offline" and "no such dataset"
+        where = f"the directory {directory}" if directory.is_dir() else f"the dataset '{config.task}' from the hub"
+        raise fail(f"could not load {where} ({type(err).__name__})",
+                   "save it with DatasetDict.save_to_disk where the hub is reachable and set data.task=/that/directory, "
+                   "or use data.task=files with data.train/dev/test paths, or data.task=demo") from None
 
 
-def _load_hub(config: DataConfig) -> dict[str, list[tuple]]:
+def _load_saved(directory: Path, config: DataConfig):
     import datasets
 
     try:
-        loaded = datasets.load_dataset(config.task, config.hub_config)
-    except Exception as err:  # datasets raises many types for "offline" and "no such dataset"
-        raise fail(f"could not load the dataset '{config.task}' from the hub ({type(err).__name__})",
-                   "download it elsewhere and use data.task=files with data.train/dev/test paths, or data.task=demo") from None
-    raw = {}
-    for split, hub_split in zip(SPLITS, config.hub_splits):
-        if hub_split in loaded:
-            table = loaded[hub_split]
-            pair = table[config.text_pair_column] if config.text_pair_column else [None] * len(table)
-            raw[split] = list(zip(table[config.text_column], pair, table[config.label_column]))
-    return raw
+        loaded = datasets.load_from_disk(str(directory))  # local arrow files: never touches the network
+    except Exception as err:  # a half-copied directory: missing arrow files or broken json
+        detail = (str(err).splitlines() or [""])[0]
+        raise fail(f"could not read the dataset saved in {directory} ({type(err).__name__}: {detail})",
+                   "write it again with DatasetDict.save_to_disk, or use data.task=files with data.train/dev/test paths") from None
+    if isinstance(loaded, datasets.Dataset):
+        return {config.hub_splits[0]: loaded}  # a single split saved alone is the training set
+    return loaded
 
+
+def _hub_rows(table, config: DataConfig, split: str, hub_split: str) -> tuple[list[tuple], str | None]:
+    """A split's (text, text_pair, label) rows with ClassLabel ids turned into names, or why it has no labels."""
+    wanted = [config.text_column] + ([config.text_pair_column] if config.text_pair_column else [])
+    wanted += [config.label_column] if split == "train" else []  # dev/test without labels are dropped, not errors
+    missing = [column for column in wanted if column not in table.column_names]
+    if missing:
+        raise fail(f"the '{hub_split}' split of '{config.task}' has no column {', '.join(missing)} "
+                   f"(it has {', '.join(table.column_names)})",
+                   "set data.text_column / data.text_pair_column / data.label_column to its column names")
+    if config.label_column not in table.column_names:
+        return [], f"no column '{config.label_column}'"
+    names = _class_names(table, config)
+    labels = list(table[config.label_column])
+    unlabelled = _unlabelled(labels, names, config, hub_split)
+    if unlabelled:
+        return [], unlabelled
+    if names is not None:
+        labels = [names[label] for label in labels]
+    texts = list(table[config.text_column])
+    pairs = list(table[config.text_pair_column]) if config.text_pair_column else [None] * len(texts)
+    return list(zip(texts, pairs, labels)), None
+
+
+def _unlabelled(labels: list, names: tuple[str, ...] | None, config: DataConfig, hub_split: str) -> str | None:
+    """Why the split has no labels at all; a split with only some labels missing fails instead."""
+    # None is always "no label"; -1 is the ClassLabel convention for it (GLUE's test splits).
+    missing = [i for i, label in enumerate(labels) if label is None or (names is not None and label == -1)]
+    if labels and all(label == -1 for label in labels):
+        return "all -1"
+    if labels and len(missing) == len(labels):
+        return "all -1 or null"
+    if missing:
+        raise fail(f"the '{hub_split}' split of '{config.task}' has {len(missing)} of {len(labels)} rows without a label "
+                   f"(-1 or null; the first is row {missing[0] + 1})",
+                   "drop those rows (dataset.filter), save it with save_to_disk and set data.task=/that/directory")
+    return None
+
+
+def _class_names(table, config: DataConfig) -> tuple[str, ...] | None:
+    import datasets
+
+    feature = table.features.get(config.label_column)
+    if config.task_type == "regression" or not isinstance(feature, datasets.ClassLabel):
+        return None
+    return tuple(str(name) for name in feature.names)
 
 def _label_names(labels) -> tuple[str, ...]:
     names = {str(label).strip() for label in labels}
