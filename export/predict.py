@@ -1,7 +1,9 @@
 """`python -m export.predict BUNDLE "text" ...`, or JSONL on stdin -> JSONL on stdout. Torch-free.
 
 A stdin line is a JSON string, or an object with a "text" field (other fields, such as an id,
-are copied to the output line). A line that is not valid JSON gets an error line; the rest go on.
+are copied to the output line, except those named like result fields). A text may be a pair: a
+list of two strings. A line that is not valid JSON gets an error line; the rest go on.
+Stdin is read as UTF-8 whatever the locale; each output line is one line for any line splitter.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from collections.abc import Iterable, Iterator
 from distill.errors import run_cli
 from export.runtime import Predictor
 
+RESULT_FIELDS = {"label", "probabilities", "score", "truncated", "error"}
+# Line breaks to str.splitlines() that json.dumps leaves raw when it writes non-ASCII text.
+LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 class LineError(str):
@@ -30,15 +35,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)  # options may come before or after the texts
 
 
+def text_lines(stream):
+    """Stdin as UTF-8 (what JSONL is), a leading BOM dropped, and undecodable bytes kept as lone surrogates:
+    a bad byte costs its own line an error instead of ending the run. A stream without reconfigure (StringIO) passes as is."""
+    if hasattr(stream, "reconfigure"):
+        stream.reconfigure(encoding="utf-8-sig", errors="surrogateescape")
+    return stream
+
+
 def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[dict, object]]:
     """(fields to echo, the text item) per non-blank line; a bad line carries a LineError instead of a text."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            yield {"line": number}, LineError(f"not valid JSON ({err.msg})")
+            record = json.loads(line, parse_constant=reject_constant)
+        except (ValueError, RecursionError) as err:
+            yield {"line": number}, LineError(f"not valid JSON ({json_problem(err)})")
             continue
         if not isinstance(record, dict):
             yield {}, record
@@ -48,15 +61,42 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[dict, object]]:
             yield {key: value for key, value in record.items() if key != "text"}, record["text"]
 
 
+def reject_constant(name: str):
+    """NaN and Infinity are Python's extensions to JSON: echoed back, they would make the output invalid JSON."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def json_problem(err: Exception) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return err.msg
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err).split(":")[0]  # e.g. a number past Python's int digit limit; the rest is advice for programmers
+
+
+def json_line(fields: dict, encoding: str) -> str:
+    """`fields` as one JSON line that `encoding` can write."""
+    try:
+        line = json.dumps(fields, ensure_ascii=False).translate(LINE_BREAKS)
+        line.encode(encoding)
+    except UnicodeEncodeError:  # a lone surrogate (from undecodable input) or a character the stream lacks: escape all
+        line = json.dumps(fields)
+    except (ValueError, RecursionError):  # echoed fields nested just past what json can write back
+        line = json.dumps({"error": "the line's other fields are nested too deeply to write back"})
+    return line + "\n"
+
+
 def predict_lines(predictor: Predictor, records: Iterable[tuple[dict, object]], out, batch_size: int) -> None:
     """Predict in batches and write one JSON line per input line, in order."""
     pending: list[tuple[dict, object]] = []
+    encoding = getattr(out, "encoding", None) or "utf-8"  # StringIO has none
 
     def flush() -> None:
         answers = iter(predictor.predict([item for _, item in pending if not isinstance(item, LineError)]))
         for echo, item in pending:
             result = {"error": str(item)} if isinstance(item, LineError) else next(answers)
-            out.write(json.dumps({**echo, **result}, ensure_ascii=False) + "\n")
+            kept = {key: value for key, value in echo.items() if key not in RESULT_FIELDS}  # never both error and label
+            out.write(json_line({**kept, **result}, encoding))
         out.flush()
         pending.clear()
 
@@ -71,7 +111,7 @@ def predict_lines(predictor: Predictor, records: Iterable[tuple[dict, object]], 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     predictor = Predictor(args.bundle, args.variant, threads=args.threads, batch_size=args.batch_size)
-    records = (({"text": text}, text) for text in args.texts) if args.texts else read_jsonl(sys.stdin)
+    records = (({"text": text}, text) for text in args.texts) if args.texts else read_jsonl(text_lines(sys.stdin))
     predict_lines(predictor, records, sys.stdout, args.batch_size)
 
 

@@ -1,8 +1,9 @@
 """Run an exported bundle with onnxruntime, tokenizers and numpy only: no torch, no transformers.
 
     from export.runtime import Predictor
-    Predictor("bundle-dir", variant="int8_dynamic").predict(["a fine film", ""])
+    Predictor("bundle-dir", variant="int8_dynamic").predict(["a fine film", "", ("a premise", "a hypothesis")])
 
+An item is a text, or a pair of texts (a tuple or list of two strings, for sentence-pair tasks).
 Every item gets a result or a per-item error; nothing an item contains can crash the batch.
 On a device, copy this file, export/__init__.py, distill/__init__.py and distill/errors.py (all torch-free).
 """
@@ -82,10 +83,26 @@ def _pad_id(bundle: Path, tokenizer: Tokenizer) -> int:
 
 def item_problem(item: object) -> str | None:
     """Why an item cannot be tokenized, or None when it can. Empty and whitespace-only text is valid."""
-    if not isinstance(item, str):
-        return f"expected a string, got {type(item).__name__}"
+    if not is_pair(item):
+        return text_problem(item, "a string or a pair of two strings")
+    for which, text in zip(("first", "second"), item):
+        if problem := text_problem(text, "a string"):
+            return f"the {which} text of the pair: {problem}"
+    return None
+
+
+def is_pair(item: object) -> bool:
+    """A tuple, or a list (all JSON has), of exactly two items: a sentence pair, as text and text_pair in training."""
+    return isinstance(item, (tuple, list)) and len(item) == 2
+
+
+def text_problem(text: object, expected: str) -> str | None:
+    if isinstance(text, (tuple, list)):  # say what length would have worked; a plain type name cannot
+        return f"expected {expected}, got a {type(text).__name__} of {len(text)}"
+    if not isinstance(text, str):
+        return f"expected a string, got {type(text).__name__}"
     try:
-        item.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         return "text is not valid Unicode (it contains a lone surrogate)"
     return None
@@ -115,17 +132,19 @@ class Predictor:
         self.batch_size = max(1, batch_size)
 
     def predict(self, texts: Sequence[object] | str) -> list[dict]:
-        """One dict per item: {"label", "probabilities", "truncated"} (or {"score", ...}), or {"error"}."""
-        items = [texts] if isinstance(texts, str) else list(texts)
+        """One dict per item (a text or a pair): {"label", "probabilities", "truncated"} (or {"score", ...}), or {"error"}."""
+        items = [texts] if isinstance(texts, (str, bytes)) else list(texts)  # list(bytes) would be a list of ints
         results: list[dict] = [{"error": problem} if (problem := item_problem(item)) else {} for item in items]
         valid = [i for i, result in enumerate(results) if not result]
         for start in range(0, len(valid), self.batch_size):
             chunk = valid[start:start + self.batch_size]
-            for index, result in zip(chunk, self._predict_batch([items[i] for i in chunk])):
+            inputs = [tuple(items[i]) if is_pair(items[i]) else items[i] for i in chunk]  # a list pair, too, as a tuple
+            for index, result in zip(chunk, self._predict_batch(inputs)):
                 results[index] = result
         return results
 
-    def _predict_batch(self, texts: list[str]) -> list[dict]:
+    def _predict_batch(self, texts: list[str | tuple[str, str]]) -> list[dict]:
+        # encode_batch reads a tuple as a pair: one sequence, segments by type id, truncated together (longest first)
         encodings = self.tokenizer.encode_batch(texts)
         width = max(len(e.ids) for e in encodings)
         feed = {"input_ids": np.full((len(texts), width), self.pad_id, dtype=np.int64),
