@@ -22,7 +22,7 @@ from compress.quantize import CastConfig, QuantizeDynamicConfig
 from compress.registry import apply, name_of
 from compress.report import COLUMNS, logits_on, measure, reference_inputs
 from distill.engine import TrainConfig, fit
-from distill.errors import fail
+from distill.errors import atomic_dir, fail
 from distill.losses import KDConfig, kd_objective
 from distill.models import Teacher
 from distill.report import save_table
@@ -130,13 +130,21 @@ def _announce(row: dict) -> dict:
 
 
 def _save(model, tokenizer, out_dir: Path, rows: list[dict], reference, logits: torch.Tensor) -> None:
-    """Save the model, check that it reloads with the same logits, and write the table beside it."""
-    model_dir = save_compressed(model, tokenizer, out_dir / MODEL_FOLDER)
-    reloaded = logits_on(load_compressed(model_dir), reference)
-    drift = float((reloaded - logits).abs().max())
-    if drift > 1e-4:
-        raise fail(f"the saved model in {model_dir} reloads with logits {drift:.2e} away from the compressed model",
-                   "report this as a bug, with the pass list")
+    """Save the model, check that it reloads with the same logits, and write the table beside it.
+
+    The model is checked in a temporary directory and renamed to out_dir/model only once it passes, and the
+    table is written after that: a run killed or failing at any point leaves no model directory that was not
+    checked, and a report only beside the model it describes.
+    """
+    model_dir = out_dir / MODEL_FOLDER
+    with atomic_dir(model_dir) as staging:
+        save_compressed(model, tokenizer, staging)  # replaces the empty staging directory, itself atomically
+        drift = float((logits_on(load_compressed(staging), reference) - logits).abs().max())
+        if drift > 1e-4:
+            raise fail(f"the saved model reloads with logits {drift:.2e} away from the compressed model; nothing was "
+                       f"written to {model_dir}", "report this as a bug, with the pass list")
+        for stale in (out_dir / f"{TABLE_NAME}.md", out_dir / f"{TABLE_NAME}.json"):
+            stale.unlink(missing_ok=True)  # an earlier run's table must not end up beside this run's model
     columns = COLUMNS + ["metric_name", "linear_sparsity", "dtype"]
     table = save_table(rows, columns, out_dir, TABLE_NAME)
     print(f"\nCompressed model saved to {model_dir} (reload checked, max logit diff {drift:.1e})\n{table}")

@@ -2,7 +2,8 @@
 
 The pieces plug into the usual machinery rather than beside it:
 - `read_corpus` reads unlabeled text (one sentence per line, or a column of a CSV/TSV/JSONL file or hub dataset);
-- `mlm_loader` tokenises it and masks each batch afresh (dynamic masking, so every epoch sees new masks);
+- `mlm_loader` tokenises it and masks each batch afresh (dynamic masking, so every epoch sees new masks,
+  drawn from (seed, epoch, rows) so that a resumed run masks as an uninterrupted one);
 - the loss terms `mlm` and `mlm_kd` are registered in `distill.losses` like `kd`: with an MLM model,
   `Features.logits` are (batch, seq, vocab) and `Features.labels` are the MLM labels (-100 where unmasked);
 - `distil_mlm` builds a shallower student from alternate teacher layers and trains it with the engine's `fit`.
@@ -10,6 +11,7 @@ The pieces plug into the usual machinery rather than beside it:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,11 +19,12 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 
 from distill.data import DataConfig, read_table
 from distill import engine  # the module, not its names: distill.losses may import this module while engine loads
+from distill.config import bounded, one_of
 from distill.errors import atomic_dir, fail
 from distill.losses import register, soft_targets
 from distill.models import (MODEL_INPUTS, Features, StudentConfig, Teacher, _from_pretrained, default_teacher_layers,
@@ -36,7 +39,7 @@ KD_POSITIONS = ("masked", "all")
 # Terms that read a classifier's logits and task labels, which raw text has neither of.
 TASK_TERMS = ("kd", "hard", "logit_mse")
 # DistilBERT's published mix (Sanh et al. 2019): 5 x soft targets at T=2, 2 x MLM, 1 x hidden-state cosine.
-# (name, weight, params), as conf/recipe/distilbert_mlm.yaml lists them.
+# (name, weight, params), as alembert/conf/recipe/distilbert_mlm.yaml lists them.
 DISTILBERT_MLM_TERMS = (
     ("mlm_kd", 5.0, {"temperature": 2.0}),
     ("mlm", 2.0, {}),
@@ -55,7 +58,7 @@ class CorpusConfig:
     path: str | None = None  # None: no corpus, the run distils on a labelled task as usual
     column: str | None = None
     header: bool = True
-    max_lines: int | None = None
+    max_lines: int | None = bounded(None, low=1)
     hub_split: str = "train"
 
 
@@ -64,10 +67,10 @@ class MaskingConfig:
     """BERT's masking: `probability` of the real non-special tokens are chosen; of those, `mask_ratio` become
     [MASK], `random_ratio` a random token, and the rest stay as they are (but are still predicted)."""
 
-    probability: float = 0.15
-    mask_ratio: float = 0.8
-    random_ratio: float = 0.1
-    max_length: int = 128
+    probability: float = bounded(0.15, above=0.0, high=1.0)
+    mask_ratio: float = bounded(0.8, low=0.0, high=1.0)
+    random_ratio: float = bounded(0.1, low=0.0, high=1.0)
+    max_length: int = bounded(128, low=2)
 
     def __post_init__(self):
         if not 0.0 < self.probability <= 1.0:
@@ -147,16 +150,43 @@ def mask_tokens(input_ids: Tensor, maskable: Tensor, *, mask_id: int, random_ids
     return masked, labels
 
 
+class MaskedRows(Dataset):
+    """Encoded corpus rows that know the epoch (the engine calls `set_epoch`), so the collate can mask by epoch."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows, self.epoch = rows, 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.rows[index], "epoch": self.epoch}  # in the row, so loader worker processes see it too
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+def batch_generator(seed: int, rows: list[dict]) -> torch.Generator:
+    """A generator seeded by (seed, epoch, the batch's row indices).
+
+    A generator that ran on from batch to batch would make a batch's masks depend on every batch drawn before
+    it, which a resumed run skips without drawing; this way a resumed run masks exactly as an uninterrupted one,
+    and each epoch still sees new masks.
+    """
+    key = repr((seed, rows[0].get("epoch", 0), [r["index"] for r in rows])).encode()
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
+
+
 def make_mlm_collate(tokenizer, config: MaskingConfig, seed: int):
-    """Pad rows to the batch's longest and mask them; one seeded generator makes the masks reproducible."""
+    """Pad rows to the batch's longest and mask them; the masks are a function of seed, epoch and rows."""
     if tokenizer.mask_token_id is None:
         raise fail("the tokenizer has no mask token", "masked-LM distillation needs a BERT-style tokenizer with [MASK]")
     pad_id = tokenizer.pad_token_id or 0
     special = set(tokenizer.all_special_ids)
     random_ids = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
-    generator = torch.Generator().manual_seed(seed)
 
     def collate(rows: list[dict]) -> dict[str, Tensor]:
+        generator = batch_generator(seed, rows)
         width = max(len(r["input_ids"]) for r in rows)
         batch = {}
         for key, pad in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0), ("special_tokens_mask", 1)):
@@ -173,7 +203,7 @@ def make_mlm_collate(tokenizer, config: MaskingConfig, seed: int):
 
 def mlm_loader(texts: list[str], tokenizer, *, batch_size: int, masking: MaskingConfig = MaskingConfig(),
                shuffle: bool = True, seed: int = 0) -> DataLoader:
-    rows = encode_corpus(texts, tokenizer, masking.max_length)
+    rows = MaskedRows(encode_corpus(texts, tokenizer, masking.max_length))
     return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
                       collate_fn=make_mlm_collate(tokenizer, masking, seed))
 
@@ -259,8 +289,11 @@ def masked_token_kl(student: PreTrainedModel, teacher: PreTrainedModel, data: Da
 def distil_mlm(teacher_source: str, student: StudentConfig | PreTrainedModel, corpus: CorpusConfig | list[str],
                train_config: engine.TrainConfig, *, terms: tuple[TermConfig, ...] | None = None,
                masking: MaskingConfig = MaskingConfig(), out_dir: str | Path | None = None,
-               teacher: PreTrainedModel | None = None) -> tuple[PreTrainedModel, engine.History]:
+               teacher: PreTrainedModel | None = None,
+               checkpoint_dir: str | Path | None = None) -> tuple[PreTrainedModel, engine.History]:
     """Distil an MLM teacher into a shallower MLM student on raw text; save it to `out_dir` when given.
+
+    `checkpoint_dir` is where train_config.checkpoint_every / resume write and read (see engine.fit).
 
     `terms` default to DistilBERT's (mlm_kd, mlm, distilbert_cos); the cosine term is dropped when the student
     is narrower than the teacher. The teacher cache is turned off: masks change every batch. `teacher` is an
@@ -293,7 +326,7 @@ def distil_mlm(teacher_source: str, student: StudentConfig | PreTrainedModel, co
         disable_attention_dropout(student_model)  # attention terms must see clean maps
     history = engine.fit(student_model, data, None, objective, replace(train_config, cache_teacher=False),
                          teacher=Teacher(teacher_model) if objective.needs_teacher else None, extra_modules=extra_modules,
-                         keep_best=False, desc="mlm distil")
+                         keep_best=False, desc="mlm distil", checkpoint_dir=checkpoint_dir)
     if out_dir is not None:
         with atomic_dir(out_dir) as tmp:
             student_model.save_pretrained(tmp)

@@ -22,6 +22,7 @@ from compress.pipeline import TaskLoaders
 from distill import distributed
 from distill.data import DataConfig, TaskData, encode, load_task, loader
 from distill.engine import TrainConfig, fit, predict_logits, seed_everything
+from distill.config import bounded, one_of
 from distill.errors import AlembertError, fail
 from distill.losses import KDConfig
 from distill.recipes import RecipeConfig, StageConfig, TermConfig, stage_objective
@@ -46,7 +47,7 @@ SUMMARY_COLUMNS = ["model", "layers", "accuracy", "agreement", "kl_to_teacher", 
 class FinetuneConfig:
     """Teacher fine-tuning: "auto" runs it when the teacher has no head trained for the task's labels."""
 
-    mode: str = "auto"
+    mode: str = one_of("auto", FINETUNE_MODES)
     train: TrainConfig = TrainConfig(epochs=2, lr=5e-5)
     cache_dir: str = "~/.cache/alembert/teachers"
 
@@ -57,11 +58,11 @@ class RunConfig:
     recipe: RecipeConfig = RecipeConfig(stages=(StageConfig(terms=(TermConfig("hard", 0.5), TermConfig("kd", 0.5, {"temperature": 4.0}))),))
     student: StudentConfig = StudentConfig()
     data: DataConfig = DataConfig()
-    kd: KDConfig = KDConfig()  # the Hinton parameters conf/recipe/kd.yaml reads; code uses `recipe`
+    kd: KDConfig = KDConfig()  # the Hinton parameters alembert/conf/recipe/kd.yaml reads; code uses `recipe`
     train: TrainConfig = TrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     baseline: bool = True
-    latency_seq_len: int = 64
+    latency_seq_len: int = bounded(64, low=1)
     corpus: CorpusConfig = CorpusConfig()  # corpus.path set: task-agnostic masked-LM distillation on raw text
     masking: MaskingConfig = MaskingConfig()
     augment: AugmentConfig = AugmentConfig()  # TinyBERT transfer-set augmentation with an MLM model
@@ -125,8 +126,13 @@ def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
     return Loaders(train=train, dev=dev, eval=build(eval_split, False), eval_split=eval_split, transfer=transfer)
 
 
-def prepare_teacher(run: Setup, config: RunConfig) -> tuple[PreTrainedModel, str]:
-    """Load the teacher; fine-tune it on the task first when its head is untrained, caching the result."""
+def prepare_teacher(run: Setup, config: RunConfig, *, out_dir: Path | None = None,
+                    name: str = "teacher") -> tuple[PreTrainedModel, str]:
+    """Load the teacher; fine-tune it on the task first when its head is untrained, caching the result.
+
+    With `out_dir`, the fine-tune checkpoints to out_dir/checkpoints/<name>-finetune/ as train.checkpoint_every
+    and train.resume ask, so a killed fine-tune resumes like the student stages; None writes no checkpoints.
+    """
     model, head_trained = load_classifier(run.source, run.task.label_names, regression=run.task.regression)
     if run.teacher_labels and run.task.label_names and set(run.teacher_labels) != set(run.task.label_names):
         head_trained = False  # a head trained for other labels is as good as none for this task
@@ -144,11 +150,23 @@ def prepare_teacher(run: Setup, config: RunConfig) -> tuple[PreTrainedModel, str
     tqdm.write(f"fine-tuning the teacher first ({reason}); the result is cached at {cache}")
     seed_everything(config.finetune.train.seed)
     hard, _ = stage_objective(HARD_LABELS, model.config, model.config)
-    fit(model, run.loaders.train, run.loaders.dev, hard, config.finetune.train, desc="fine-tune teacher")
+    fit(model, run.loaders.train, run.loaders.dev, hard, **_finetune_train(config, out_dir, name), desc="fine-tune teacher")
     if distributed.is_main():  # under torchrun every rank holds the same weights; one writes them
         save_model(model, run.tokenizer, cache, extra={"finetuned_from": run.source})
     distributed.barrier()
     return model, str(cache)
+
+
+def _finetune_train(config: RunConfig, out_dir: Path | None, name: str) -> dict:
+    """The fine-tune's TrainConfig and checkpoint directory, as keyword arguments of `fit`.
+
+    Only the run-level checkpoint_every/resume carry over from config.train: the rest of finetune.train is the
+    teacher's own (and keys its cache), and the two flags are what users already set to make a run resumable.
+    """
+    if out_dir is None:
+        return {"config": config.finetune.train}
+    train = replace(config.finetune.train, checkpoint_every=config.train.checkpoint_every, resume=config.train.resume)
+    return {"config": train, "checkpoint_dir": Path(out_dir) / "checkpoints" / f"{name}-finetune"}
 
 
 def _finetune_key(run: Setup, config: RunConfig) -> str:
@@ -230,8 +248,8 @@ def run(config: RunConfig, out_dir: str | Path, on_evaluate: EvalCallback | None
     main = distributed.is_main()
     start = time.perf_counter()
     prepared = setup(config)
-    teacher_model, teacher_dir = prepare_teacher(prepared, config)
-    teacher = build_teacher(prepared, teacher_model, config)
+    teacher_model, teacher_dir = prepare_teacher(prepared, config, out_dir=out_dir)
+    teacher = build_teacher(prepared, teacher_model, config, out_dir=out_dir)
     teacher_s = time.perf_counter() - start
     teacher_logits = predict_logits(teacher_model, prepared.loaders.eval)[0] if main else None
     rows = [describe("teacher", teacher_model, teacher_dir, prepared, config, teacher_logits=teacher_logits, train_s=teacher_s)] if main else []
@@ -252,23 +270,33 @@ def run(config: RunConfig, out_dir: str | Path, on_evaluate: EvalCallback | None
     return rows
 
 
-def build_teacher(run: Setup, first: PreTrainedModel, config: RunConfig) -> Teacher | MultiTeacher:
-    """One frozen teacher, or with `teachers` several whose soft targets are averaged by `teacher_weights`."""
+def build_teacher(run: Setup, first: PreTrainedModel, config: RunConfig, *,
+                  out_dir: Path | None = None) -> Teacher | MultiTeacher:
+    """One frozen teacher, or with `teachers` several whose soft targets are averaged by `teacher_weights`.
+
+    With `out_dir`, an extra teacher that needs fine-tuning checkpoints to checkpoints/teacher<N>-finetune/ (N from 2).
+    """
     if not config.teachers:
         return Teacher(first)
     sources = [resolve_source(name) for name in config.teachers]
     check_same_tokenizer([run.tokenizer] + [load_tokenizer(source) for source in sources])
-    others = [prepare_teacher(replace(run, source=source, teacher_labels=_trained_label_names(source)), config)[0]
-              for source in sources]
+    others = [prepare_teacher(replace(run, source=source, teacher_labels=_trained_label_names(source)), config,
+                              out_dir=out_dir, name=f"teacher{number}")[0]
+              for number, source in enumerate(sources, 2)]
     return MultiTeacher([first, *others], config.teacher_weights, temperature=soft_target_temperature(config.recipe.stages))
 
 
 def run_masked_lm(config: RunConfig, out_dir: Path) -> list[dict]:
-    """Task-agnostic DistilBERT distillation on raw text: the student keeps an MLM head, for later fine-tuning."""
+    """Task-agnostic DistilBERT distillation on raw text: the student keeps an MLM head, for later fine-tuning.
+
+    It checkpoints to out_dir/checkpoints/mlm-student/ when train.checkpoint_every is set, and train.resume
+    continues from there, as the labelled-task stages do.
+    """
     if len(config.recipe.stages) != 1:
         raise fail("masked-LM distillation takes a one-stage recipe", "use recipe=distilbert_mlm")
     _, history = distil_mlm(config.teacher, config.student, config.corpus, config.train,
-                            terms=config.recipe.stages[0].terms, masking=config.masking, out_dir=out_dir / "student")
+                            terms=config.recipe.stages[0].terms, masking=config.masking, out_dir=out_dir / "student",
+                            checkpoint_dir=out_dir / "checkpoints" / "mlm-student")
     if distributed.is_main():
         save_table(history.epochs, sorted({key for row in history.epochs for key in row}), out_dir, "summary")
     return history.epochs
