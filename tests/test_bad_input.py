@@ -192,10 +192,10 @@ def test_bad_input_is_one_line_and_leaves_nothing(row, teacher, tmp_path):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 160 KiB tmpfs: room for Hydra's config files, not for a model (needs root; skipped otherwise)."""
+    """A 64 KiB tmpfs: room for Hydra's config files, not for a model (needs root; skipped otherwise)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root): the full-disk row is not run")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)

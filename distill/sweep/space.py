@@ -23,10 +23,10 @@ class ParamSpec:
 
     key: str
     type: str
-    low: float | None = None
-    high: float | None = None
+    low: int | float | None = None
+    high: int | float | None = None
     log: bool = False
-    step: float | None = None
+    step: int | float | None = None
     choices: tuple[Any, ...] = ()
 
 
