@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
-from compress import catalog  # noqa: F401  (registers every pass)
 from compress.cli import task_loaders
 from compress.pipeline import RecoveryConfig, run_pipeline
+from distill.recovery import kd_recovery
 from compress.registry import config_from_name
-from distill.data import DataConfig
-from distill.demo import DemoConfig
-from distill.engine import TrainConfig
-from distill.losses import KDConfig
-from distill.models import load_model_dir, load_tokenizer
-from distill.report import latency_ms, markdown_table
+from alembert.data import DataConfig
+from alembert.demo import DemoConfig
+from alembert.training import TrainConfig
+from alembert.training import KDConfig
+from alembert.modeldir import load_model_dir, load_tokenizer
+from alembert.report import latency_ms, markdown_table
 
 SCENARIOS = {
     "prune_heads 50%": [("prune_heads", {"ratio": 0.5, "scope": "global"})],
@@ -76,7 +76,7 @@ def main() -> None:
     for scenario in args.scenarios:
         steps = [config_from_name(name, settings) for name, settings in SCENARIOS[scenario]]
         start = time.perf_counter()
-        model, scenario_rows = run_pipeline(copy.deepcopy(base), tokenizer, steps, data=data, recovery=recovery)
+        model, scenario_rows = run_pipeline(copy.deepcopy(base), tokenizer, steps, data=data, recovery=recovery, distiller=kd_recovery)
         for row in scenario_rows if not rows else scenario_rows[1:]:  # the input row once
             # a second, longer latency measurement: 50 runs instead of the pipeline's quick 20
             rows.append({"scenario": scenario if row["step"] != "input" else "-", "accuracy": row.get("metric"), **row})

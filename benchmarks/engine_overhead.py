@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, get_linear_schedule_with_warmup
 
-from distill.data import DataConfig, encode, load_task, loader
-from distill.demo import DemoConfig, vocabulary
-from distill.engine import TrainConfig, fit, seed_everything
+from alembert.data import DataConfig, encode, load_task, loader
+from alembert.demo import DemoConfig, vocabulary
+from alembert.training import TrainConfig
+from distill.engine import fit, seed_everything
 from distill.losses import Objective, Term, soft_targets
 from distill.models import Teacher
 

@@ -16,9 +16,9 @@ import json
 import os
 from pathlib import Path
 
-from distill.data import DataConfig
-from distill.demo import DemoConfig
-from distill.report import save_table
+from alembert.data import DataConfig
+from alembert.demo import DemoConfig
+from alembert.report import save_table
 from export.bench import BenchConfig, bench, SUMMARY_COLUMNS, COLUMNS
 from export.bundle import build_bundle
 from export.config import CalibrationConfig, ExportConfig

@@ -3,15 +3,15 @@
 Importing the package registers every pass; `run_pipeline` runs a list of them with a report row per step.
 """
 
-from compress.factorize import FactorizeEmbeddingsConfig
+from compress.passes.factorize import FactorizeEmbeddingsConfig
 from compress.saving import load_compressed, save_compressed
-from compress.layers import DropLayersConfig
+from compress.passes.layers import DropLayersConfig
 from compress.pipeline import RecoveryConfig, Step, TaskLoaders, run_pipeline
-from compress.prune import PruneFfnConfig, PruneHeadsConfig
-from compress.quantize import CastConfig, QuantizeDynamicConfig
+from compress.passes.prune import PruneFfnConfig, PruneHeadsConfig
+from compress.passes.quantize import CastConfig, QuantizeDynamicConfig
 from compress.registry import apply, config_from_name, pass_names
-from compress.share import ShareLayersConfig
-from compress.sparsity import SparsityConfig
+from compress.passes.share import ShareLayersConfig
+from compress.passes.sparsity import SparsityConfig
 
 __all__ = [
     "CastConfig", "DropLayersConfig", "FactorizeEmbeddingsConfig", "PruneFfnConfig", "PruneHeadsConfig",

@@ -10,8 +10,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from compress.cli import CompressConfig, run
-from distill.config import from_dict
-from distill.errors import run_app, run_cli
+from distill.recovery import kd_recovery  # an entry point may wire stages together
+from alembert.config import from_dict
+from alembert.errors import run_app, run_cli
 
 
 @hydra.main(version_base="1.3", config_path="pkg://alembert.conf", config_name="compress")
@@ -19,7 +20,7 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
 
     def job() -> None:
-        run(from_dict(CompressConfig, OmegaConf.to_container(cfg, resolve=True)), out_dir)
+        run(from_dict(CompressConfig, OmegaConf.to_container(cfg, resolve=True)), out_dir, distiller=kd_recovery)
 
     run_cli(job, cleanup=lambda: shutil.rmtree(out_dir, ignore_errors=True))
 

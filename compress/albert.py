@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 from transformers import AlbertConfig, AlbertForSequenceClassification
 
-from compress.families import ALBERT_SOURCES, HISTORY_KEY, ROBERTA_LIKE, family, require_family
-from distill.errors import fail
+from alembert.families import ALBERT_SOURCES, HISTORY_KEY, ROBERTA_LIKE, family, require_family
+from alembert.errors import fail
 
 SUPPORTED = ALBERT_SOURCES + ("albert",)
 LAYER_MAP = {  # BERT key inside encoder.layer[i]  ->  ALBERT key inside albert_layers[0]

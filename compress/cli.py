@@ -13,9 +13,10 @@ from typing import Any
 
 from compress.pipeline import RecoveryConfig, Step, TaskLoaders, run_pipeline
 from compress.registry import config_from_name, pass_names
-from distill.data import DataConfig, encode, load_task, loader
-from distill.errors import fail
-from distill.models import load_model_dir, load_tokenizer, resolve_source
+from alembert.data import DataConfig, encode, load_task, loader
+from alembert.errors import fail
+from alembert.training import Distiller
+from alembert.modeldir import load_model_dir, load_tokenizer, resolve_source
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,16 @@ class CompressStage:
     seq_len: int = 64
 
 
-def run_stage(model, tokenizer, stage: CompressStage, data: TaskLoaders | None, out_dir: str | Path):
-    """Run `stage` on an in-memory model; return (compressed model, report rows). Writes out_dir/model and the table."""
+def run_stage(model, tokenizer, stage: CompressStage, data: TaskLoaders | None, out_dir: str | Path, *,
+              distiller: Distiller | None = None):
+    """Run `stage` on an in-memory model; return (compressed model, report rows). Writes out_dir/model and the table.
+
+    `distiller` runs recovery distillation (distill.recovery.kd_recovery, handed over by the entry points).
+    """
     steps = build_steps(stage.passes, stage.settings)
     recovery = stage.recovery if (stage.recovery.at_end or any(s.recover for s in steps)) else None
-    return run_pipeline(model, tokenizer, steps, data=data, recovery=recovery, out_dir=out_dir, seq_len=stage.seq_len)
+    return run_pipeline(model, tokenizer, steps, data=data, recovery=recovery, out_dir=out_dir, seq_len=stage.seq_len,
+                        distiller=distiller)
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ def task_loaders(data: DataConfig, tokenizer, model, batch_size: int) -> TaskLoa
     return TaskLoaders(train=build("train", True), dev=build("dev", False), regression=task.regression)
 
 
-def run(config: CompressConfig, out_dir: str | Path) -> list[dict]:
+def run(config: CompressConfig, out_dir: str | Path, *, distiller: Distiller | None = None) -> list[dict]:
     if config.model is None:
         raise fail("no model was given", "set model=/path/to/a/saved/model/directory")
     stage = CompressStage(config.passes, config.settings, config.recovery, config.seq_len)
@@ -93,5 +99,5 @@ def run(config: CompressConfig, out_dir: str | Path) -> list[dict]:
     source = resolve_source(config.model)
     model, tokenizer = load_model_dir(source), load_tokenizer(source)
     data = task_loaders(config.data, tokenizer, model, config.batch_size)
-    _, rows = run_stage(model, tokenizer, stage, data, config.out_dir or out_dir)
+    _, rows = run_stage(model, tokenizer, stage, data, config.out_dir or out_dir, distiller=distiller)
     return rows

@@ -1,7 +1,7 @@
 """Run a list of passes, measuring after each one, with optional recovery distillation.
 
 Recovery distils the compressed model against the model from before compression (the teacher),
-through distill's own engine and KD objective. It runs after any step marked `recover`, and, with
+through the Distiller the caller hands over (distill's engine and KD objective). It runs after any step marked `recover`, and, with
 `recovery.at_end`, once more before the trailing precision passes (quantize_dynamic, cast), since an
 int8 or half model cannot be trained.
 """
@@ -16,18 +16,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from compress import catalog  # noqa: F401  (registers every pass)
 from compress.saving import load_compressed, save_compressed
-from compress.quantize import CastConfig, QuantizeDynamicConfig
-from compress.registry import apply, name_of
+from compress.registry import apply, is_precision_pass, name_of
 from compress.report import COLUMNS, logits_on, measure, reference_inputs
-from distill.engine import TrainConfig, fit
-from distill.errors import atomic_dir, fail
-from distill.losses import KDConfig, kd_objective
-from distill.models import Teacher
-from distill.report import save_table
+from alembert.errors import atomic_dir, fail
+from alembert.report import save_table
+from alembert.training import Distiller, KDConfig, TrainConfig
 
-PRECISION_PASSES = (QuantizeDynamicConfig, CastConfig)
 MODEL_FOLDER = "model"
 TABLE_NAME = "compress_report"
 
@@ -67,7 +62,7 @@ def _recovery_points(steps: list[Step], recovery: RecoveryConfig | None) -> set[
     points = {i for i, step in enumerate(steps) if step.recover}
     if recovery is not None and recovery.at_end and steps:
         last = len(steps)
-        while last > 0 and isinstance(steps[last - 1].config, PRECISION_PASSES):
+        while last > 0 and is_precision_pass(steps[last - 1].config):
             last -= 1
         if last > 0:
             points.add(last - 1)
@@ -80,30 +75,34 @@ def _check_plan(steps: list[Step], points: set[int], recovery: RecoveryConfig | 
                    "give data=... and recovery=..., or drop recover/recovery.at_end")
     seen_precision = False
     for index, step in enumerate(steps):
-        seen_precision = seen_precision or isinstance(step.config, PRECISION_PASSES)
+        seen_precision = seen_precision or is_precision_pass(step.config)
         if seen_precision and index in points:
             raise fail(f"recovery after step {index + 1} ({name_of(step.config)}) would train an int8 or half-precision model",
                        "put quantize_dynamic / cast after the steps that recover")
 
 
-def recover(model: nn.Module, teacher: Teacher, data: TaskLoaders, recovery: RecoveryConfig) -> nn.Module:
-    fit(model, data.train, data.dev, kd_objective(recovery.kd, regression=data.regression), recovery.train,
-        teacher=teacher, desc="recovery")
-    return model.eval()
+def recover(model: nn.Module, teacher: nn.Module, data: TaskLoaders, recovery: RecoveryConfig,
+            distiller: Distiller) -> nn.Module:
+    return distiller(model, teacher, data.train, data.dev, kd=recovery.kd, train_config=recovery.train,
+                     regression=data.regression).eval()
 
 
 def run_pipeline(model: nn.Module, tokenizer, passes, *, data: TaskLoaders | None = None,
                  recovery: RecoveryConfig | None = None, out_dir: str | Path | None = None,
-                 seq_len: int = 64) -> tuple[nn.Module, list[dict]]:
+                 seq_len: int = 64, distiller: Distiller | None = None) -> tuple[nn.Module, list[dict]]:
     """Apply `passes` (configs or Steps) in order; return the final model and one report row per step.
+
+    Recovery needs `distiller` (distill.recovery.kd_recovery from the entry points).
 
     With `out_dir`, the final model goes to out_dir/model and the table to out_dir/compress_report.{md,json}.
     """
     steps = _as_steps(passes)
     points = _recovery_points(steps, recovery)
     _check_plan(steps, points, recovery, data)
+    if points and distiller is None:
+        raise TypeError("run_pipeline: recovery was asked for but no distiller was given")  # a caller's bug
     model = model.eval()
-    teacher = Teacher(copy.deepcopy(model)) if points else None
+    teacher = copy.deepcopy(model) if points else None
     dev = data.dev if data is not None else None
     reference = next(iter(dev)) if dev is not None else reference_inputs(model, 16)
     row, logits = measure("input", model, seq_len=seq_len, dev=dev, reference=reference, previous_logits=None, previous_gflops=None)
@@ -115,7 +114,7 @@ def run_pipeline(model: nn.Module, tokenizer, passes, *, data: TaskLoaders | Non
                               previous_gflops=rows[-1]["gflops"])
         rows.append(_announce(row))
         if index in points:
-            model = recover(model, teacher, data, recovery)
+            model = recover(model, teacher, data, recovery, distiller)
             row, logits = measure(f"{name} + recovery", model, seq_len=seq_len, dev=dev, reference=reference,
                                   previous_logits=logits, previous_gflops=rows[-1]["gflops"])
             rows.append(_announce(row))

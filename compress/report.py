@@ -10,11 +10,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from compress.families import float_dtype, is_quantized
-from compress.sparsity import linear_sparsity
-from distill.engine import evaluate
-from distill.metrics import primary_metric
-from distill.report import latency_ms
+from alembert.families import float_dtype, is_quantized
+from compress.passes.sparsity import linear_sparsity
+from alembert.evaluate import evaluate
+from alembert.metrics import primary_metric
+from alembert.report import latency_ms
 
 COLUMNS = ["step", "params", "non_embedding_params", "nonzero_params", "size_mb", "gflops", "latency_ms",
            "logit_drift", "metric"]

@@ -22,10 +22,10 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from compress.families import HISTORY_KEY, is_quantized
-from compress.quantize import quantize_linear_int8
-from distill.errors import atomic_dir, fail
-from distill.models import LABEL_FILE, load_model_dir, save_model
+from alembert.families import HISTORY_KEY, is_quantized
+from compress.passes.quantize import quantize_linear_int8
+from alembert.errors import atomic_dir, fail
+from alembert.modeldir import LABEL_FILE, load_model_dir, save_model
 
 INT8_WEIGHTS = "model_int8.safetensors"
 OLD_INT8_WEIGHTS = "model_int8.pt"  # the pickled format before safetensors: refused, since reading it can run code

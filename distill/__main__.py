@@ -9,9 +9,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import from_dict
-from distill.errors import run_app, run_cli
-from distill.run import RunConfig, run
+from alembert.config import from_dict
+from alembert.errors import run_app, run_cli
+from pipeline.run import RunConfig, run
 
 
 # Resolvers the recipe files use: the soft-target weight is 1 - alpha, and KL takes a temperature where MSE takes none.

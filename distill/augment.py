@@ -22,11 +22,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from distill.data import Example
-from distill.config import bounded, one_of
-from distill.errors import fail
+from alembert.data import Example
+from alembert.config import bounded, one_of
+from alembert.errors import fail
 from distill.mlm import load_masked_lm
-from distill.models import load_tokenizer, resolve_source
+from alembert.modeldir import load_tokenizer, resolve_source
 
 BPE_WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE and SentencePiece mark the start of a word
 

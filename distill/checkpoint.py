@@ -1,6 +1,6 @@
 """Resumable training checkpoints: everything a run needs to continue as if it had never stopped.
 
-Layout, under the directory `fit` is given (`<run output>/checkpoints/<variant>-stage<N>/` from `distill.run`):
+Layout, under the directory `fit` is given (`<run output>/checkpoints/<variant>-stage<N>/` from `pipeline.run`):
 
     step-00000040/state.pt    model + projections, optimizer, scheduler, grad scaler, every rank's RNG
                               states, the data position (epoch, batches consumed) and the loop's history
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from distill import distributed
-from distill.errors import atomic_dir, atomic_write_text, fail
+from alembert.errors import atomic_dir, atomic_write_text, fail
 
 FORMAT = 2  # 2: state.pt loads with weights_only=True
 STATE_FILE, META_FILE, LATEST_FILE = "state.pt", "meta.json", "latest"

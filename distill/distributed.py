@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
 
-from distill.errors import fail
+from alembert.errors import fail
 
 
 def world() -> tuple[int, int]:

@@ -24,31 +24,13 @@ from transformers import get_linear_schedule_with_warmup
 
 from distill import distributed
 from distill.checkpoint import Checkpointer, History, LoopState, fingerprint
-from distill.config import bounded, one_of
-from distill.errors import fail
+from alembert.config import bounded, one_of
+from alembert.errors import fail
 from distill.losses import Objective
-from distill.metrics import primary_metric, task_metrics
+from alembert.metrics import primary_metric, task_metrics
 from distill.models import CachedTeacher, Teacher, forward_features
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = bounded(3, low=1)
-    batch_size: int = bounded(32, low=1)  # per process: the global batch is batch_size * world size * grad_accum
-    eval_batch_size: int = bounded(128, low=1)
-    lr: float = bounded(1e-4, above=0.0)
-    weight_decay: float = bounded(0.01, low=0.0)
-    warmup_ratio: float = bounded(0.1, low=0.0, high=1.0)
-    max_grad_norm: float = bounded(1.0, above=0.0)
-    seed: int = bounded(42, low=0)
-    cache_teacher: bool = True  # compute teacher logits once and reuse them every epoch
-    grad_accum: int = bounded(1, low=1)  # optimizer step every N batches: an effective batch of batch_size * grad_accum
-    precision: str = one_of("fp32", ("fp32", "bf16", "fp16"))  # bf16: autocast, fp32 weights; fp16: CUDA only, grad scaler
-    patience: int | None = bounded(None, low=1)  # stop after this many evaluations without a better dev metric
-    eval_every: int | None = bounded(None, low=1)  # evaluate every N optimizer steps; None: at the end of each epoch
-    checkpoint_every: int | None = bounded(None, low=1)  # write a resumable checkpoint every N optimizer steps; None: none
-    resume: bool = False  # continue from the latest checkpoint, if there is one
-    tensorboard: bool = False  # write TensorBoard event files (needs `pip install tensorboard`)
+from alembert.evaluate import evaluate, predict_logits, to_device
+from alembert.training import TrainConfig
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -206,7 +188,7 @@ def _train_epoch(run: _Run, state: LoopState) -> bool:
     progress = tqdm(batches, desc=desc, leave=False, dynamic_ncols=True, initial=state.batch, total=run.batches, **quiet)
     for batch in progress:
         index = state.batch
-        batch = _to_device(batch, run.device)
+        batch = to_device(batch, run.device)
         step = state.epoch * run.batches + index
         with torch.autocast(run.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             teacher_features = run.teacher.features(batch, **wanted) if objective.needs_teacher else None
@@ -229,12 +211,6 @@ def _train_epoch(run: _Run, state: LoopState) -> bool:
             if _after_step(run, state):
                 return True
     return False
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    if device.type == "cpu":
-        return batch
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
 def _optimizer_step(run: _Run, state: LoopState) -> None:
@@ -289,22 +265,3 @@ def _evaluate(run: _Run, state: LoopState) -> None:
          + ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k not in ("epoch", "step")))
     if run.on_evaluate is not None and metrics:
         run.on_evaluate(state.step, dict(metrics))
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, data: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels over a whole loader, in order."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    logits, labels = [], []
-    for batch in data:
-        logits.append(forward_features(model, _to_device(batch, device)).logits.float().cpu())
-        labels.append(batch["labels"])
-    model.train(was_training)
-    return torch.cat(logits), torch.cat(labels)
-
-
-def evaluate(model: nn.Module, data: DataLoader) -> dict[str, float]:
-    logits, labels = predict_logits(model, data)
-    return task_metrics(logits, labels)

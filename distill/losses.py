@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill.config import bounded, one_of
-from distill.errors import fail
+from alembert.config import bounded, one_of
+from alembert.errors import fail
+from alembert.registry import Registry
+from alembert.training import KDConfig
 from distill.models import Features
 
 LossFn = Callable[..., Tensor]
@@ -22,26 +24,27 @@ LossFn = Callable[..., Tensor]
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A registered loss term and which optional features it reads."""
+    """A registered loss term and what it needs, as flags (no side lists elsewhere say it)."""
 
     fn: LossFn
     needs_teacher: bool = True
     needs_hidden: bool = False
     needs_attentions: bool = False
     needs_values: bool = False
+    projected: bool = False  # compares hidden states through a learned projection when widths differ (TinyBERT)
+    soft_target_temperature: float | None = None  # softens the teacher at this default temperature (a KD term)
+    classifier_only: bool = False  # reads a sequence classifier's logits and task labels, which raw text has not
 
 
-LOSSES: dict[str, LossSpec] = {}
+# Each module of distill/terms/ registers its terms on import; the registry imports them on first lookup.
+LOSSES: Registry[LossSpec] = Registry("loss term", package="distill.terms")
 
 
-def register(name: str, *, needs_teacher: bool = True, needs_hidden: bool = False, needs_attentions: bool = False,
-             needs_values: bool = False):
-    """Register a loss term under `name`; a second registration of the same name is refused."""
+def register(name: str, **flags):
+    """Register a loss term under `name` with its LossSpec flags; a second registration of the name is refused."""
 
     def wrap(fn: LossFn) -> LossFn:
-        if name in LOSSES:
-            raise ValueError(f"loss term '{name}' is already registered")
-        LOSSES[name] = LossSpec(fn, needs_teacher, needs_hidden, needs_attentions, needs_values)
+        LOSSES.add(name, LossSpec(fn, **flags))
         return fn
 
     return wrap
@@ -53,31 +56,6 @@ def soft_targets(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
     log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
     return kl * temperature**2 if scale_by_t2 else kl
-
-
-@register("kd")
-def kd_loss(student: Features, teacher: Features, *, mask: Tensor | None = None, temperature: float = 1.0,
-            scale_by_t2: bool = True) -> Tensor:
-    """Soft targets; a one-output regression head has no distribution, so it distils with MSE instead."""
-    if student.logits.shape[-1] == 1:
-        return F.mse_loss(student.logits, teacher.logits)
-    return soft_targets(student.logits, teacher.logits, temperature, scale_by_t2=scale_by_t2)
-
-
-@register("hard", needs_teacher=False)
-def hard_loss(student: Features, teacher: Features | None, *, mask: Tensor | None = None) -> Tensor:
-    """Cross-entropy with the gold labels, or MSE for a one-output regression head."""
-    if student.labels is None:
-        raise fail("the hard-label loss needs labels", "give a labelled training set or set the hard-label weight to 0")
-    if student.logits.shape[-1] == 1:
-        return F.mse_loss(student.logits.squeeze(-1), student.labels.float())
-    return F.cross_entropy(student.logits, student.labels)
-
-
-@register("logit_mse")
-def logit_mse_loss(student: Features, teacher: Features, *, mask: Tensor | None = None) -> Tensor:
-    """MSE between logits: the alternative to KL, and how regression tasks distil."""
-    return F.mse_loss(student.logits, teacher.logits)
 
 
 @dataclass(frozen=True)
@@ -148,19 +126,6 @@ class Objective:
         return total, parts
 
 
-@dataclass(frozen=True)
-class KDConfig:
-    """Hinton soft targets mixed with the hard labels: alpha*hard + (1-alpha)*soft.
-
-    `soft_loss` is "kd" (KL at temperature T) or "logit_mse"; regression tasks always use MSE.
-    """
-
-    temperature: float = bounded(4.0, above=0.0)
-    alpha: float = bounded(0.5, low=0.0, high=1.0)
-    scale_by_t2: bool = True
-    soft_loss: str = one_of("kd", ("kd", "logit_mse"))
-
-
 def kd_objective(config: KDConfig, *, regression: bool = False) -> Objective:
     if not 0.0 <= config.alpha <= 1.0:
         raise fail(f"kd.alpha={config.alpha} is outside [0, 1]", "alpha is the hard-label weight: pick a value in [0, 1]")
@@ -172,4 +137,3 @@ def kd_objective(config: KDConfig, *, regression: bool = False) -> Objective:
 
 
 # The layer-wise (DistilBERT, TinyBERT, MiniLM) and masked-LM terms register themselves on import.
-from distill import layerwise, mlm  # noqa: E402,F401

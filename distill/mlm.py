@@ -4,7 +4,7 @@ The pieces plug into the usual machinery rather than beside it:
 - `read_corpus` reads unlabeled text (one sentence per line, or a column of a CSV/TSV/JSONL file or hub dataset);
 - `mlm_loader` tokenises it and masks each batch afresh (dynamic masking, so every epoch sees new masks,
   drawn from (seed, epoch, rows) so that a resumed run masks as an uninterrupted one);
-- the loss terms `mlm` and `mlm_kd` are registered in `distill.losses` like `kd`: with an MLM model,
+- the loss terms `mlm` and `mlm_kd` live in `distill/terms/mlm.py`, registered like `kd`: with an MLM model,
   `Features.logits` are (batch, seq, vocab) and `Features.labels` are the MLM labels (-100 where unmasked);
 - `distil_mlm` builds a shallower student from alternate teacher layers and trains it with the engine's `fit`.
 """
@@ -22,22 +22,21 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 
-from distill.data import DataConfig, read_table
+from alembert.data import DataConfig, read_table
 from distill import engine  # the module, not its names: distill.losses may import this module while engine loads
-from distill.config import bounded, one_of
-from distill.errors import atomic_dir, fail
-from distill.losses import register, soft_targets
-from distill.models import (MODEL_INPUTS, Features, StudentConfig, Teacher, _from_pretrained, default_teacher_layers,
-                            disable_attention_dropout, init_from_teacher, load_tokenizer, resolve_source, student_config)
+from alembert.config import bounded, one_of
+from alembert.errors import atomic_dir, fail
+from distill.losses import LOSSES, soft_targets
+from alembert.modeldir import MODEL_INPUTS, _from_pretrained, load_tokenizer, resolve_source
+from distill.models import (Features, StudentConfig, Teacher, default_teacher_layers, disable_attention_dropout,
+    init_from_teacher, student_config)
 
 if TYPE_CHECKING:
     from distill.recipes import TermConfig
 
 IGNORE = -100  # the label cross-entropy skips: positions that were not masked
 TEXT_SUFFIXES = ("", ".txt", ".text")
-KD_POSITIONS = ("masked", "all")
 # Terms that read a classifier's logits and task labels, which raw text has neither of.
-TASK_TERMS = ("kd", "hard", "logit_mse")
 # DistilBERT's published mix (Sanh et al. 2019): 5 x soft targets at T=2, 2 x MLM, 1 x hidden-state cosine.
 # (name, weight, params), as alembert/conf/recipe/distilbert_mlm.yaml lists them.
 DISTILBERT_MLM_TERMS = (
@@ -210,40 +209,6 @@ def mlm_loader(texts: list[str], tokenizer, *, batch_size: int, masking: Masking
 
 # ---------------------------------------------------------------- loss terms
 
-def _masked_positions(student: Features, term: str) -> Tensor:
-    if student.labels is None or student.labels.dim() != 2 or student.logits.dim() != 3:
-        raise fail(f"the '{term}' term needs masked-LM logits and labels", "use it with distil_mlm on a raw-text corpus")
-    return student.labels != IGNORE
-
-
-@register("mlm", needs_teacher=False)
-def mlm_loss(student: Features, teacher: Features | None, *, mask: Tensor | None = None) -> Tensor:
-    """Cross-entropy of the student's MLM predictions with the original tokens, at masked positions only."""
-    positions = _masked_positions(student, "mlm")
-    if not positions.any():
-        return student.logits.sum() * 0.0  # nothing masked in this batch: no signal, but no NaN
-    return F.cross_entropy(student.logits[positions], student.labels[positions])
-
-
-@register("mlm_kd")
-def mlm_kd_loss(student: Features, teacher: Features, *, mask: Tensor | None = None, temperature: float = 2.0,
-                scale_by_t2: bool = True, positions: str = "masked") -> Tensor:
-    """Soft targets on the teacher's MLM distributions, averaged over tokens (times T²).
-
-    positions="masked" distils the masked tokens only; "all" every real token (DistilBERT's default, with
-    `restrict_ce_to_mask` off), which gives more signal per batch at a higher cost.
-    """
-    if positions not in KD_POSITIONS:
-        raise fail(f"mlm_kd positions='{positions}' is unknown", f"use one of {', '.join(KD_POSITIONS)}")
-    chosen = _masked_positions(student, "mlm_kd") if positions == "masked" else student.attention_mask.bool()
-    if not chosen.any():
-        return student.logits.sum() * 0.0
-    if student.logits.shape[-1] != teacher.logits.shape[-1]:
-        raise fail(f"student and teacher vocabularies differ ({student.logits.shape[-1]} vs {teacher.logits.shape[-1]})",
-                   "masked-LM distillation needs a student that shares the teacher's tokenizer")
-    return soft_targets(student.logits[chosen], teacher.logits[chosen], temperature, scale_by_t2=scale_by_t2)
-
-
 # ---------------------------------------------------------------- models
 
 def load_masked_lm(source: str) -> PreTrainedModel:
@@ -299,10 +264,10 @@ def distil_mlm(teacher_source: str, student: StudentConfig | PreTrainedModel, co
     is narrower than the teacher. The teacher cache is turned off: masks change every batch. `teacher` is an
     already loaded MLM teacher, used instead of loading one from `teacher_source` (the tokenizer still comes from there).
     """
-    # Imported here: distill.losses may import this module to register its terms, and recipes imports losses.
+    # Imported here: recipes imports distill.terms, whose mlm module imports this one.
     from distill.recipes import StageConfig, TermConfig, stage_objective
 
-    task_terms = sorted({t.name for t in terms or ()} & set(TASK_TERMS))
+    task_terms = sorted({t.name for t in terms or () if LOSSES[t.name].classifier_only})
     if task_terms:
         raise fail(f"the term(s) {task_terms} need a labelled task, not raw text",
                    "use recipe=distilbert_mlm (mlm_kd, mlm, distilbert_cos) for masked-LM distillation")

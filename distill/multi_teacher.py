@@ -23,11 +23,11 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from distill.errors import fail
+from alembert.errors import fail
+from distill.losses import LOSSES
 from distill.models import Features, Teacher, forward_features
 
 # Soft-target terms and their default temperatures (distill.losses.kd_loss, distill.mlm.mlm_kd_loss).
-SOFT_TARGET_TERMS = {"kd": 1.0, "mlm_kd": 2.0}
 
 
 class MultiTeacher:
@@ -93,11 +93,12 @@ def soft_target_temperature(stages: Sequence) -> float:
     found = set()
     for stage in stages:
         for term in stage.terms:
-            if term.name in SOFT_TARGET_TERMS:
+            default = LOSSES[term.name].soft_target_temperature
+            if default is not None:
                 if "temperature" in term.schedules:
                     raise fail(f"the {term.name} term schedules its temperature, which a multi-teacher mixture cannot follow",
                                "use a constant temperature with several teachers")
-                found.add(float(term.params.get("temperature", SOFT_TARGET_TERMS[term.name])))
+                found.add(float(term.params.get("temperature", default)))
     if len(found) > 1:
         raise fail(f"the recipe's soft-target terms use temperatures {sorted(found)}",
                    "use one temperature for every kd term when distilling from several teachers")

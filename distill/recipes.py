@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from torch import nn
 from transformers import PretrainedConfig
 
-from distill.errors import fail
-from distill.layerwise import HiddenProjection
+from alembert.errors import fail
+from distill.terms.layerwise import HiddenProjection
 from distill.losses import LOSSES, Objective, Term
 
 SCHEDULE_KINDS = {
@@ -22,7 +22,6 @@ SCHEDULE_KINDS = {
     "linear": lambda start, end, t: start + (end - start) * t,
     "cosine": lambda start, end, t: end + (start - end) * 0.5 * (1 + math.cos(math.pi * t)),
 }
-PROJECTED_TERMS = ("tinybert_embedding", "tinybert_hidden")
 
 
 @dataclass(frozen=True)
@@ -83,13 +82,13 @@ def stage_objective(stage: StageConfig, student: PretrainedConfig, teacher: Pret
     terms = []
     for term in stage.terms:
         params = dict(term.params)
-        if projection is not None and term.name in PROJECTED_TERMS:
+        if projection is not None and LOSSES[term.name].projected:
             params["projection"] = projection  # one projection shared by the embedding and hidden terms
         terms.append(Term(term.name, term.weight, tuple(params.items()), _schedules(term.schedules)))
     return Objective(tuple(terms)), (projection,) if projection is not None else ()
 
 
 def _projection(stage: StageConfig, student: PretrainedConfig, teacher: PretrainedConfig) -> HiddenProjection | None:
-    if student.hidden_size == teacher.hidden_size or not any(t.name in PROJECTED_TERMS for t in stage.terms):
+    if student.hidden_size == teacher.hidden_size or not any(LOSSES[t.name].projected for t in stage.terms):
         return None
     return HiddenProjection(student.hidden_size, teacher.hidden_size, student.num_hidden_layers)

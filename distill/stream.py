@@ -19,8 +19,8 @@ from pathlib import Path
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from distill import distributed
-from distill.data import make_collate
-from distill.errors import fail
+from alembert.data import make_collate
+from alembert.errors import fail
 
 LineEncoder = Callable[[int, str], "dict | None"]  # (line number, line) -> an encoded row, or None to skip the line
 

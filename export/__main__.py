@@ -5,8 +5,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import from_dict
-from distill.errors import run_app, run_cli
+from alembert.config import from_dict
+from alembert.errors import run_app, run_cli
 from export.bundle import build_bundle
 from export.config import ExportConfig
 

@@ -19,9 +19,9 @@ import torch
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from distill.errors import fail, run_cli
-from distill.models import load_model_dir
-from distill.report import save_table
+from alembert.errors import fail, run_cli
+from alembert.modeldir import load_model_dir
+from alembert.report import save_table
 from export.measure import ort_runner, random_feed, time_in_turns, torch_runner
 from export.runtime import available_variants, load_session, read_manifest
 

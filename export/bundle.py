@@ -19,11 +19,11 @@ import onnx
 import torch
 from tqdm.auto import tqdm
 
-from compress.families import HISTORY_KEY, LAYER_PARTS, family
-from compress.prune import compact_for_export
-from distill.data import DataConfig, load_task
-from distill.errors import AlembertError, atomic_dir, fail
-from distill.models import LABEL_FILE, load_model_dir, load_tokenizer, resolve_source
+from alembert.families import LAYER_PARTS, family, history
+from alembert.compact import compact_for_export
+from alembert.data import DataConfig, load_task
+from alembert.errors import AlembertError, atomic_dir, fail
+from alembert.modeldir import LABEL_FILE, load_model_dir, load_tokenizer, resolve_source
 from export import parity as checks
 from export.config import ExportConfig
 from export.measure import evaluate, ort_runner, ort_session, random_feed, time_runner, torch_runner
@@ -35,7 +35,6 @@ FORMAT_VERSION = 1
 EVAL_BATCH = 32
 CALIBRATION_BATCH = 8
 TORCH_INT8_WEIGHTS = "model_int8.safetensors"  # compress.saving.INT8_WEIGHTS; export does not import compress
-COMPACTED_PASSES = {"prune_heads", "prune_ffn"}  # passes that leave zeroed heads or zero-padded neurons  # what compress.saving writes for a torch dynamic-int8 model
 
 
 @dataclass(frozen=True)
@@ -120,8 +119,8 @@ def compacted(model):
     """A head-pruned model keeps its pruned heads as zeros (stock configs cannot describe fewer heads), and
     global FFN pruning zero-pads uneven layers; both cost time in the graph. Remove them before export:
     the logits are the same, and the parity check compares the graph with the compacted model."""
-    passes = {entry.get("pass") for entry in getattr(model.config, HISTORY_KEY, None) or []}
-    if not passes & COMPACTED_PASSES or family(model) not in LAYER_PARTS:  # e.g. pruned, then shared as ALBERT
+    zeroed = any(entry.get("leaves_zeroed") for entry in history(model))  # documented in alembert.families
+    if not zeroed or family(model) not in LAYER_PARTS:  # e.g. pruned, then shared as ALBERT
         return model
     return compact_for_export(copy.deepcopy(model))
 

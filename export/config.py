@@ -1,10 +1,10 @@
-"""Typed settings for `python -m export`, built from alembert/conf/export.yaml by `distill.config.from_dict`."""
+"""Typed settings for `python -m export`, built from alembert/conf/export.yaml by `alembert.config.from_dict`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from distill.data import DataConfig
+from alembert.data import DataConfig
 
 DEFAULT_VARIANTS = ("optimized", "int8_dynamic", "int8_static", "fp16")
 

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from distill.metrics import primary_metric, task_metrics
+from alembert.metrics import primary_metric, task_metrics
 
 Feed = dict[str, np.ndarray]
 

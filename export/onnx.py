@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from distill.errors import fail
+from alembert.errors import fail
 
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 MIN_OPSET = 17

@@ -10,8 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from distill.demo import DemoConfig, generate as generate_demo
-from distill.errors import fail
+from alembert.demo import DemoConfig, generate as generate_demo
+from alembert.errors import fail
 from export.config import ParityConfig
 
 Feed = dict[str, np.ndarray]

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 
-from distill.errors import run_cli
+from alembert.errors import run_cli
 from export.runtime import Predictor
 
 RESULT_FIELDS = {"label", "probabilities", "score", "truncated", "error"}

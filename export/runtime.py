@@ -5,7 +5,7 @@
 
 An item is a text, or a pair of texts (a tuple or list of two strings, for sentence-pair tasks).
 Every item gets a result or a per-item error; nothing an item contains can crash the batch.
-On a device, copy this file, export/__init__.py, distill/__init__.py and distill/errors.py (all torch-free).
+On a device, copy this file, export/__init__.py, alembert/__init__.py and alembert/errors.py (all torch-free).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from distill.errors import fail
+from alembert.errors import fail
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"

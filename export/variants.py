@@ -20,7 +20,8 @@ from onnxruntime.transformers import optimizer
 from onnxruntime.transformers.fusion_options import FusionOptions
 from onnxruntime.transformers.onnx_model import OnnxModel
 
-from distill.errors import fail
+from alembert.errors import fail
+from alembert.registry import Registry
 from export.config import ExportConfig
 
 BASE = "fp32"
@@ -67,7 +68,7 @@ class Variant:
     needs_data: bool = False
 
 
-VARIANTS: dict[str, Variant] = {}
+VARIANTS: Registry[Variant] = Registry("export variant")  # the builders below register in dependency order
 
 
 def register(name: str, *, precision: str, needs_data: bool = False) -> Callable[[Builder], Builder]:
@@ -76,9 +77,9 @@ def register(name: str, *, precision: str, needs_data: bool = False) -> Callable
         raise fail(f"variant {name} has unknown precision {precision}", f"use one of {', '.join(PRECISIONS)}")
 
     def add(build: Builder) -> Builder:
-        if name in VARIANTS or name == BASE:
-            raise fail(f"export variant '{name}' is registered twice", "give the new variant its own name")
-        VARIANTS[name] = Variant(name, f"model.{name}.onnx", precision, build, needs_data)
+        if name == BASE:
+            raise fail(f"export variant '{name}' is the plain graph every bundle has", "give the new variant its own name")
+        VARIANTS.add(name, Variant(name, f"model.{name}.onnx", precision, build, needs_data))
         return build
 
     return add
@@ -88,7 +89,7 @@ def resolve(names: tuple[str, ...]) -> tuple[Variant, ...]:
     """The requested variants in registry order (so dependencies come first), refusing unknown names."""
     unknown = [name for name in names if name not in VARIANTS and name != BASE]
     if unknown:
-        raise fail(f"unknown export variant(s) {', '.join(unknown)}", f"choose from {', '.join(VARIANTS)}")
+        raise fail(f"unknown export variant(s) {', '.join(unknown)}", f"choose from {', '.join(VARIANTS.names())}")
     return tuple(variant for name, variant in VARIANTS.items() if name in names)
 
 

@@ -12,7 +12,7 @@ import torch
 from transformers import (AutoModelForSequenceClassification, BertConfig, BertTokenizerFast, DistilBertConfig,
                           ElectraConfig, RobertaConfig)
 
-from distill.demo import vocabulary
+from alembert.demo import vocabulary
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub look-up fails at once instead of after network time-outs
 torch.set_num_threads(2)

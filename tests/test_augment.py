@@ -8,8 +8,8 @@ from transformers import AutoModelForMaskedLM, BertConfig
 
 from conftest import tiny_tokenizer
 from distill.augment import AugmentConfig, augment, augment_with
-from distill.data import Example
-from distill.errors import AlembertError
+from alembert.data import Example
+from alembert.errors import AlembertError
 
 EXAMPLES = [
     Example("The movie was really good, but the ending felt dull.", None, 1),

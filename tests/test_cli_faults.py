@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, BertConfig
 
 from conftest import tiny_tokenizer
-from distill.demo import DemoConfig, generate
+from alembert.demo import DemoConfig, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1",

@@ -11,23 +11,24 @@ import torch
 from conftest import tiny_config, tiny_tokenizer
 from transformers import AutoModelForSequenceClassification
 
-from compress import catalog  # noqa: F401  (registers every pass)
 from compress.cli import CompressConfig, build_steps, run, task_loaders
-from compress.factorize import FactorizeEmbeddingsConfig
+from compress.passes.factorize import FactorizeEmbeddingsConfig
 from compress.saving import INT8_WEIGHTS, load_compressed, save_compressed
-from compress.hidden import PruneHiddenConfig
-from compress.layers import DropLayersConfig
+from compress.passes.hidden import PruneHiddenConfig
+from compress.passes.layers import DropLayersConfig
 from compress.pipeline import RecoveryConfig, Step, run_pipeline
-from compress.prune import PruneFfnConfig, PruneHeadsConfig, compact_for_export
-from compress.quantize import CastConfig, QuantizeDynamicConfig
-from compress.registry import apply, config_from_name, register_pass
+from distill.recovery import kd_recovery
+from compress.passes.prune import PruneFfnConfig, PruneHeadsConfig
+from alembert.compact import compact_for_export
+from compress.passes.quantize import CastConfig, QuantizeDynamicConfig
+from compress.registry import apply, config_from_name, is_precision_pass, register_pass
 from compress.report import parameter_counts, serialized_mb
-from compress.share import ShareLayersConfig
-from compress.sparsity import SparsityConfig, linear_sparsity
-from distill.data import DataConfig
-from distill.demo import DemoConfig
-from distill.engine import TrainConfig
-from distill.errors import AlembertError
+from compress.passes.share import ShareLayersConfig
+from compress.passes.sparsity import SparsityConfig, linear_sparsity
+from alembert.data import DataConfig
+from alembert.demo import DemoConfig
+from alembert.training import TrainConfig
+from alembert.errors import AlembertError
 
 torch.set_num_threads(2)
 TINY_DATA = DataConfig(task="demo", max_length=24, demo=DemoConfig(train_size=96, dev_size=48, test_size=16))
@@ -273,7 +274,8 @@ def test_drop_prune_recover_pipeline_writes_model_and_table(make_model, tokenize
     data = task_loaders(TINY_DATA, tokenizer, model, batch_size=16)
     steps = [DropLayersConfig(strategy="alternate"), Step(PruneFfnConfig(ratio=0.5), recover=True), QuantizeDynamicConfig()]
     recovery = RecoveryConfig(at_end=False, train=TrainConfig(epochs=1, batch_size=16, lr=1e-3))
-    final, rows = run_pipeline(model, tokenizer, steps, data=data, recovery=recovery, out_dir=tmp_path, seq_len=16)
+    final, rows = run_pipeline(model, tokenizer, steps, data=data, recovery=recovery, out_dir=tmp_path, seq_len=16,
+                               distiller=kd_recovery)
     assert [r["step"] for r in rows] == ["input", "drop_layers", "prune_ffn", "prune_ffn + recovery", "quantize_dynamic"]
     assert all("metric" in r and r["params"] > 0 for r in rows)
     assert rows[1]["non_embedding_params"] < rows[0]["non_embedding_params"]
@@ -308,9 +310,26 @@ def test_unknown_pass_name_lists_the_valid_ones():
         build_steps(("prune_ffn",), {"prune_ffn": {"ratioo": 0.5}})
 
 
-def test_a_second_handler_for_the_same_config_is_refused():
-    with pytest.raises(ValueError, match="already registered"):
+def test_a_second_handler_for_the_same_config_or_name_is_refused():
+    with pytest.raises(AlembertError, match="PruneFfnConfig is registered twice"):
         register_pass("prune_ffn_again", PruneFfnConfig)(lambda model, config, *, batches=None: model)
+    with pytest.raises(AlembertError, match="the compression pass 'prune_ffn' is registered twice"):
+        register_pass("prune_ffn", ThrowAwayConfig)(lambda model, config, *, batches=None: model)
+
+
+@dataclasses.dataclass(frozen=True)
+class ThrowAwayConfig:
+    pass
+
+
+def test_pass_flags_travel_as_versioned_metadata(make_model):
+    """Export learns which passes left zeroed structure from config.json, not from a list kept in compress."""
+    model = apply(apply(make_model("bert"), PruneHeadsConfig(ratio=0.25)), SparsityConfig(sparsity=0.5))
+    entries = model.config.alembert_compression
+    assert [(e["pass"], e.get("leaves_zeroed", False)) for e in entries] == [("prune_heads", True), ("sparsity", False)]
+    assert model.config.alembert_compression_version == 1
+    assert is_precision_pass(QuantizeDynamicConfig()) and is_precision_pass(CastConfig())
+    assert not is_precision_pass(PruneFfnConfig())
 
 
 @pytest.mark.parametrize(("config_type", "settings"), [(PruneHeadsConfig, {"ratio": 1.0}), (PruneFfnConfig, {"ratio": -0.1}),

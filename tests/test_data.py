@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from distill.data import DataConfig, encode, load_task, loader
-from distill.demo import DemoConfig, generate
-from distill.errors import AlembertError
+from alembert.data import DataConfig, encode, load_task, loader
+from alembert.demo import DemoConfig, generate
+from alembert.errors import AlembertError
 from tests.conftest import tiny_tokenizer
 
 

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from distill.config import from_dict
-from distill.data import DataConfig, load_task
-from distill.errors import AlembertError
+from alembert.config import from_dict
+from alembert.data import DataConfig, load_task
+from alembert.errors import AlembertError
 
 datasets = pytest.importorskip("datasets")
 
@@ -149,7 +149,7 @@ def test_an_unreadable_saved_directory_fails_in_one_line(tmp_path):
 
 
 def test_run_setup_on_a_saved_dataset_evaluates_on_dev(tiny_dir, tmp_path):
-    from distill.run import FinetuneConfig, RunConfig, setup
+    from pipeline.run import FinetuneConfig, RunConfig, setup
 
     config = RunConfig(teacher=str(tiny_dir("bert")), data=DataConfig(task=_save_glue_like(tmp_path), max_length=16),
                        finetune=FinetuneConfig(mode="never", cache_dir=str(tmp_path / "cache")))

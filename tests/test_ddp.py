@@ -22,10 +22,10 @@ def _train(student_dir: str, work: Path, batch_size: int) -> dict:
     from torch import nn
 
     from distill import distributed, engine
-    from distill.data import DataConfig, encode, load_task, loader
-    from distill.demo import DemoConfig
+    from alembert.data import DataConfig, encode, load_task, loader
+    from alembert.demo import DemoConfig
     from distill.losses import Objective, Term
-    from distill.models import load_classifier, load_tokenizer
+    from alembert.modeldir import load_classifier, load_tokenizer
 
     distributed.init_from_env()
     tokenizer = load_tokenizer(student_dir)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from distill.engine import TrainConfig, fit
-from distill.errors import AlembertError
+from alembert.training import TrainConfig
+from distill.engine import fit
+from alembert.errors import AlembertError
 from distill.losses import LOSSES, LossSpec, Objective, Term
 
 HARD = Objective((Term("hard", 1.0),))
@@ -15,9 +16,9 @@ HARD = Objective((Term("hard", 1.0),))
 @pytest.fixture
 def tiny(tiny_dir):
     """A 1-layer model and loaders over 24 demo examples: 6 batches of 4 per epoch."""
-    from distill.data import DataConfig, encode, load_task, loader
-    from distill.demo import DemoConfig
-    from distill.models import load_classifier, load_tokenizer
+    from alembert.data import DataConfig, encode, load_task, loader
+    from alembert.demo import DemoConfig
+    from alembert.modeldir import load_classifier, load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_dir("bert", 1)))
     task = load_task(DataConfig(demo=DemoConfig(train_size=24, dev_size=8, test_size=8), max_length=16))
@@ -49,7 +50,7 @@ def test_a_nan_loss_names_the_last_good_checkpoint(tiny, tmp_path):
         calls.append(1)
         return student.logits.sum() * (float("nan") if len(calls) > 8 else 0.0)
 
-    LOSSES["nan_later"] = LossSpec(nan_after_eight_batches, needs_teacher=False)
+    LOSSES.add("nan_later", LossSpec(nan_after_eight_batches, needs_teacher=False))
     try:
         with pytest.raises(AlembertError, match=r"at step 8 \(epoch 2\) in term 'nan_later'.*the last good checkpoint is "
                                                  r".*step-00000006") as err:
@@ -57,7 +58,7 @@ def test_a_nan_loss_names_the_last_good_checkpoint(tiny, tmp_path):
                 checkpoint_dir=tmp_path / "checkpoints")
         assert "\n" not in str(err.value)
     finally:
-        del LOSSES["nan_later"]
+        LOSSES.remove("nan_later")
 
 
 def test_tensorboard_writes_event_files(tiny, tmp_path):

@@ -15,10 +15,10 @@ import torch
 from transformers import AlbertConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import LABELS, tiny_tokenizer
-from distill.data import DataConfig
-from distill.demo import DemoConfig
-from distill.errors import AlembertError
-from compress.prune import PruneHeadsConfig
+from alembert.data import DataConfig
+from alembert.demo import DemoConfig
+from alembert.errors import AlembertError
+from compress.passes.prune import PruneHeadsConfig
 from compress.registry import apply
 from export import variants as variant_registry
 from export.bundle import build_bundle, default_out, export_model
@@ -181,10 +181,10 @@ def crashing_tool(ctx, out):
 ])
 def test_a_variant_that_fails_names_itself_and_leaves_nothing(builder, message, tiny_dir, tmp_path, monkeypatch):
     original = variant_registry.VARIANTS["fp16"]
-    monkeypatch.setitem(variant_registry.VARIANTS, "fp16", variant_registry.Variant("fp16", original.filename, "fp16", builder))
     out = tmp_path / "out" / "bundle"
-    with pytest.raises(AlembertError, match=re.escape(message)):
-        build_bundle(ExportConfig(model=str(tiny_dir("bert", layers=2)), out=str(out), variants=("fp16",), **FAST))
+    with variant_registry.VARIANTS.replaced("fp16", variant_registry.Variant("fp16", original.filename, "fp16", builder)):
+        with pytest.raises(AlembertError, match=re.escape(message)):
+            build_bundle(ExportConfig(model=str(tiny_dir("bert", layers=2)), out=str(out), variants=("fp16",), **FAST))
     assert not out.exists() and list(out.parent.iterdir()) == []  # no half-written bundle, no temp directory
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import AlembertError
+from alembert.errors import AlembertError
 from export.bench import main as bench_main
 from export.bundle import build_bundle
 from export.config import ExportConfig, LatencyConfig, ParityConfig

@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from distill.errors import AlembertError
-from distill.layerwise import (HiddenProjection, layer_map, required_features, split_heads, value_relation)
+from alembert.errors import AlembertError
+from distill.terms.layerwise import HiddenProjection, layer_map, split_heads, value_relation
 from distill.losses import LOSSES, Objective, Term
 from distill.models import Features
 
@@ -262,15 +262,17 @@ def test_padding_positions_cannot_change_the_loss(name):
     assert loss(name, scramble_padding(student), scramble_padding(teacher)) == pytest.approx(expected, rel=1e-5)
 
 
-def test_required_features():
-    assert required_features(["kd"]) == {"teacher"}
-    assert required_features(["hard"]) == frozenset()
-    assert required_features(["tinybert_hidden", "tinybert_attention"]) == {"teacher", "hidden_states", "attentions"}
-    assert required_features([Term("minilm_value", 1.0), Term("distilbert_cos", 0.0)]) == {"teacher", "values"}
+def test_objective_flags_follow_the_registered_terms():
+    """What an objective reads is derived from its terms' registration flags (zero-weight terms excluded)."""
     objective = Objective((Term("hard", 0.5), Term("minilm_attention", 1.0), Term("tinybert_hidden", 0.0)))
-    assert required_features(objective) == {"teacher", "attentions"}
+    assert (objective.needs_teacher, objective.needs_attentions, objective.needs_hidden) == (True, True, False)
+    values = Objective((Term("minilm_value", 1.0), Term("distilbert_cos", 0.0)))
+    assert values.needs_values and not values.needs_hidden
+    assert not Objective((Term("hard", 1.0),)).needs_teacher
+    assert LOSSES["tinybert_hidden"].projected and not LOSSES["minilm_attention"].projected
+    assert LOSSES["kd"].soft_target_temperature == 1.0 and LOSSES["mlm_kd"].soft_target_temperature == 2.0
     with pytest.raises(AlembertError, match="unknown loss term"):
-        required_features(["nope"])
+        Objective((Term("nope", 1.0),))
 
 
 # ---------------------------------------------------------------- MiniLM between real tiny BERTs of different widths

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.errors import AlembertError
-from distill.losses import KDConfig, Objective, Term, kd_objective, register, soft_targets
+from alembert.errors import AlembertError
+from alembert.training import KDConfig
+from distill.losses import Objective, Term, kd_objective, register, soft_targets
 from distill.models import Features
 
 
@@ -72,25 +73,26 @@ def test_bad_kd_settings_and_unknown_terms_are_refused():
 
 
 def test_registry_refuses_duplicates():
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(AlembertError, match="the loss term 'kd' is registered twice"):
         register("kd")(lambda student, teacher, *, mask=None: student.logits.sum())
 
 
 def test_nan_loss_stops_with_the_step_and_the_term(tiny_dir):
-    from distill.data import encode, loader
-    from distill.engine import TrainConfig, fit
-    from distill.errors import AlembertError
+    from alembert.data import encode, loader
+    from alembert.training import TrainConfig
+    from distill.engine import fit
+    from alembert.errors import AlembertError
     from distill.losses import LOSSES, LossSpec
-    from distill.models import load_classifier, load_tokenizer
+    from alembert.modeldir import load_classifier, load_tokenizer
 
-    LOSSES["always_nan"] = LossSpec(lambda student, teacher, *, mask: student.logits.sum() * float("nan"), needs_teacher=False)
+    LOSSES.add("always_nan", LossSpec(lambda student, teacher, *, mask: student.logits.sum() * float("nan"), needs_teacher=False))
     try:
         model, _ = load_classifier(str(tiny_dir("bert")))
         tokenizer = load_tokenizer(str(tiny_dir("bert")))
-        from distill.data import Example
+        from alembert.data import Example
         rows = encode([Example("the movie was good", None, 1)] * 4, tokenizer, 16)
         data = loader(rows, tokenizer, batch_size=2, regression=False)
         with pytest.raises(AlembertError, match=r"nan at step 0 \(epoch 1\) in term 'always_nan'"):
             fit(model, data, None, Objective((Term("always_nan", 1.0),)), TrainConfig(epochs=1))
     finally:
-        del LOSSES["always_nan"]
+        LOSSES.remove("always_nan")

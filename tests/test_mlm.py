@@ -14,13 +14,14 @@ from transformers import AutoModelForMaskedLM, BertConfig
 
 from conftest import tiny_tokenizer
 from alembert.conf import CONF_DIR
-from distill.config import from_dict
-from distill.demo import DemoConfig, generate
-from distill.engine import TrainConfig
-from distill.errors import AlembertError
+from alembert.config import from_dict
+from alembert.demo import DemoConfig, generate
+from alembert.training import TrainConfig
+from alembert.errors import AlembertError
 from distill.losses import LOSSES
 from distill.mlm import (DISTILBERT_MLM_TERMS, IGNORE, CorpusConfig, MaskingConfig, build_mlm_student, distil_mlm,
-                         load_masked_lm, mask_tokens, masked_token_kl, mlm_kd_loss, mlm_loader, mlm_loss, read_corpus)
+                         load_masked_lm, mask_tokens, masked_token_kl, mlm_loader, read_corpus)
+from distill.terms.mlm import mlm_kd_loss, mlm_loss
 from distill.models import Features, StudentConfig
 from distill.recipes import RecipeConfig, TermConfig
 

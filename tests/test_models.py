@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distill.errors import AlembertError
-from distill.models import (StudentConfig, Teacher, build_student, default_teacher_layers, load_classifier,
-                            load_tokenizer, resolve_source, save_model)
+from alembert.errors import AlembertError
+from distill.models import StudentConfig, Teacher, build_student, default_teacher_layers
+from alembert.modeldir import load_classifier, load_tokenizer, resolve_source, save_model
 from tests.conftest import FAMILIES
 
 LAYER_PREFIX = {"bert": "bert.encoder.layer", "roberta": "roberta.encoder.layer",

@@ -8,11 +8,14 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, BertConfig
 
 from conftest import tiny_tokenizer
-from distill.data import Example, encode, loader
-from distill.engine import TrainConfig, fit
-from distill.errors import AlembertError
-from distill.losses import KDConfig, kd_objective, soft_targets
-from distill.models import StudentConfig, build_student, load_classifier
+from alembert.data import Example, encode, loader
+from alembert.training import TrainConfig
+from distill.engine import fit
+from alembert.errors import AlembertError
+from alembert.training import KDConfig
+from distill.losses import kd_objective, soft_targets
+from distill.models import StudentConfig, build_student
+from alembert.modeldir import load_classifier
 from distill.multi_teacher import MultiTeacher, check_same_tokenizer, mix_logits, soft_target_temperature
 from distill.recipes import StageConfig, TermConfig
 

@@ -10,15 +10,15 @@ from omegaconf import OmegaConf
 
 from alembert.conf import CONF_DIR
 import distill.__main__  # noqa: F401  registers the resolvers the recipe files use
-from distill.config import from_dict
-from distill.data import DataConfig
-from distill.demo import DemoConfig
-from distill.engine import TrainConfig
-from distill.errors import AlembertError
+from alembert.config import from_dict
+from alembert.data import DataConfig
+from alembert.demo import DemoConfig
+from alembert.training import TrainConfig
+from alembert.errors import AlembertError
 from distill.losses import Term
 from distill.models import StudentConfig
 from distill.recipes import Schedule, StageConfig, TermConfig, stage_objective
-from distill.run import FinetuneConfig, RunConfig, distil, prepare_teacher, setup
+from pipeline.run import FinetuneConfig, RunConfig, distil, prepare_teacher, setup
 
 CONF = CONF_DIR
 RECIPES = ("kd", "distilbert", "tinybert", "minilm")

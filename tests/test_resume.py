@@ -25,10 +25,11 @@ def _train(teacher_dir: str, student_dir: str, work: str, kill_at: int = 0, resu
     from torch import nn
 
     from distill import engine
-    from distill.data import DataConfig, encode, load_task, loader
-    from distill.demo import DemoConfig
+    from alembert.data import DataConfig, encode, load_task, loader
+    from alembert.demo import DemoConfig
     from distill.losses import Objective, Term
-    from distill.models import Teacher, load_classifier, load_tokenizer
+    from distill.models import Teacher
+    from alembert.modeldir import load_classifier, load_tokenizer
 
     if kill_at:
         original = engine._optimizer_step
@@ -77,7 +78,7 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_one(tiny_
 
 
 def test_a_resume_with_an_incompatible_checkpoint_fails_in_one_line(tiny_dir, tmp_path):
-    from distill.errors import AlembertError
+    from alembert.errors import AlembertError
 
     teacher, student = str(tiny_dir("bert", 2)), str(tiny_dir("bert", 1))
     _train(teacher, student, str(tmp_path), epochs=1)

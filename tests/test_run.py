@@ -13,13 +13,14 @@ from dataclasses import replace
 
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distill.data import DataConfig
-from distill.demo import DemoConfig
-from distill.engine import TrainConfig, predict_logits
-from distill.losses import KDConfig
-from distill.metrics import teacher_agreement
+from alembert.data import DataConfig
+from alembert.demo import DemoConfig
+from alembert.training import TrainConfig
+from alembert.evaluate import predict_logits
+from alembert.training import KDConfig
+from alembert.metrics import teacher_agreement
 from distill.models import StudentConfig
-from distill.run import FinetuneConfig, RunConfig, distil, prepare_teacher, run, setup
+from pipeline.run import FinetuneConfig, RunConfig, distil, prepare_teacher, run, setup
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_DEMO = DataConfig(demo=DemoConfig(train_size=400, dev_size=80, test_size=80), max_length=32)

@@ -6,15 +6,15 @@ import torch
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from distill.augment import AugmentConfig
-from distill.data import DataConfig
-from distill.demo import DemoConfig
-from distill.engine import TrainConfig
-from distill.errors import AlembertError
+from alembert.data import DataConfig
+from alembert.demo import DemoConfig
+from alembert.training import TrainConfig
+from alembert.errors import AlembertError
 from distill.mlm import CorpusConfig
 from distill.models import StudentConfig
 from distill.multi_teacher import MultiTeacher
 from distill.recipes import RecipeConfig, StageConfig, TermConfig
-from distill.run import FinetuneConfig, RunConfig, build_teacher, prepare_teacher, run, setup
+from pipeline.run import FinetuneConfig, RunConfig, build_teacher, prepare_teacher, run, setup
 from tests.conftest import tiny_config
 
 SMALL = DataConfig(demo=DemoConfig(train_size=48, dev_size=16, test_size=16), max_length=24)

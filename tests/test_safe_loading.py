@@ -12,16 +12,16 @@ import pytest
 import safetensors.torch
 import torch
 
-from compress.quantize import QuantizeDynamicConfig
+from compress.passes.quantize import QuantizeDynamicConfig
 from compress.registry import apply
 from compress.saving import INT8_WEIGHTS, OLD_INT8_WEIGHTS, load_compressed, save_compressed
 from distill import engine
 from distill.checkpoint import LATEST_FILE, META_FILE, STATE_FILE
-from distill.data import DataConfig, encode, load_task, loader
-from distill.demo import DemoConfig
-from distill.errors import AlembertError
+from alembert.data import DataConfig, encode, load_task, loader
+from alembert.demo import DemoConfig
+from alembert.errors import AlembertError
 from distill.losses import Objective, Term
-from distill.models import load_model_dir, load_tokenizer
+from alembert.modeldir import load_model_dir, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("distill", "compress", "export", "alembert", "benchmarks")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from distill.errors import AlembertError
+from alembert.errors import AlembertError
 from distill.stream import LineDataset, jsonl_task_encoder, stream_loader
 
 LINES = 53  # not a multiple of ranks x workers x batch: the last batches are partial
@@ -27,7 +27,7 @@ def _seen(dataset, tokenizer, workers: int) -> list[int]:
 
 @pytest.mark.parametrize("shuffle_buffer", [0, 8])
 def test_no_rank_or_worker_sees_an_example_twice_and_every_line_is_read(tiny_dir, tmp_path, shuffle_buffer):
-    from distill.models import load_tokenizer
+    from alembert.modeldir import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_dir("bert", 1)))
     path = _corpus(tmp_path / "train.jsonl", blank_every=10)
@@ -44,7 +44,7 @@ def test_no_rank_or_worker_sees_an_example_twice_and_every_line_is_read(tiny_dir
 
 
 def test_a_new_epoch_reshuffles_the_same_shard(tiny_dir, tmp_path):
-    from distill.models import load_tokenizer
+    from alembert.modeldir import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_dir("bert", 1)))
     dataset = LineDataset(_corpus(tmp_path / "train.jsonl"), jsonl_task_encoder(tokenizer, 16, label_names=("neg", "pos")),
@@ -57,9 +57,11 @@ def test_a_new_epoch_reshuffles_the_same_shard(tiny_dir, tmp_path):
 
 
 def test_fit_trains_on_a_stream_with_a_cached_teacher(tiny_dir, tmp_path):
-    from distill.engine import TrainConfig, fit
+    from alembert.training import TrainConfig
+    from distill.engine import fit
     from distill.losses import Objective, Term
-    from distill.models import Teacher, load_classifier, load_tokenizer
+    from distill.models import Teacher
+    from alembert.modeldir import load_classifier, load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_dir("bert", 1)))
     dataset = LineDataset(_corpus(tmp_path / "train.jsonl"), jsonl_task_encoder(tokenizer, 16, label_names=("neg", "pos")))
@@ -72,7 +74,7 @@ def test_fit_trains_on_a_stream_with_a_cached_teacher(tiny_dir, tmp_path):
 
 
 def test_a_malformed_line_fails_in_one_line(tiny_dir, tmp_path):
-    from distill.models import load_tokenizer
+    from alembert.modeldir import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_dir("bert", 1)))
     (tmp_path / "bad.jsonl").write_text('{"sentence": "fine", "label": "pos"}\nnot json\n')

@@ -18,15 +18,15 @@ import pytest
 from hydra import initialize_config_dir
 from optuna.trial import TrialState
 
-from distill.errors import AlembertError
-from distill.run import RunConfig
+from alembert.errors import AlembertError
+from pipeline.run import RunConfig
 from distill.sweep import __main__ as cli
-from distill.sweep import results
-from distill.sweep.driver import Trials, Worker, run_worker
-from distill.sweep.figures import ExportPlan, measure_trial, onnx_figures
-from distill.sweep.settings import SWEEP_KEYS, ExportSettings, ObjectiveSpec, SweepConfig
-from distill.sweep.space import hydra_value, overrides_for, parse_space, sample
-from distill.sweep.sweep import prepare
+from pipeline.sweep import results
+from pipeline.sweep.driver import Trials, Worker, run_worker
+from pipeline.sweep.figures import ExportPlan, measure_trial, onnx_figures
+from pipeline.sweep.settings import SWEEP_KEYS, ExportSettings, ObjectiveSpec, SweepConfig
+from pipeline.sweep.space import hydra_value, overrides_for, parse_space, sample
+from pipeline.sweep.sweep import prepare
 from sweep_helpers import ROOT, TINY_BASE, environment, sweep_cli, sweep_file
 
 pytestmark = pytest.mark.timeout(240)

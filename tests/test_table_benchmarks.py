@@ -19,10 +19,10 @@ from omegaconf import OmegaConf
 from alembert.conf import CONF_DIR
 from benchmarks.table.cli import compose_rows
 from benchmarks.table.config import BenchConfig, RowSpec, check_rows
-from distill.config import from_dict
+from alembert.config import from_dict
 from benchmarks.table.report import pareto_flags
 from benchmarks.table.significance import paired_difference
-from distill.errors import AlembertError
+from alembert.errors import AlembertError
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = {1: ["good", "great", "fine", "lovely"], 0: ["bad", "awful", "dull", "poor"]}

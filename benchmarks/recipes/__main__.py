@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from benchmarks.table.cli import run_benchmark
-from distill.errors import run_app
+from alembert.errors import run_app
 
 
 @hydra.main(version_base="1.3", config_path="pkg://alembert.conf", config_name="recipes")

@@ -14,9 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import distill.__main__  # noqa: F401  (registers the resolvers the recipe files use)
 from benchmarks.table.config import BenchConfig, Row, check_data_dir, check_rows
-from distill.config import from_dict
-from distill.errors import run_cli
-from distill.run import RunConfig
+from alembert.config import from_dict
+from alembert.errors import run_cli
+from pipeline.run import RunConfig
 
 
 def data_overrides(bench: BenchConfig) -> list[str]:

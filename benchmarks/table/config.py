@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.config import from_dict
-from distill.errors import fail
-from distill.run import RunConfig
+from alembert.config import from_dict
+from alembert.errors import fail
+from pipeline.run import RunConfig
 
 SPLIT_FILES = ("train.tsv", "dev.tsv", "test.tsv")
 COLUMNS = ("sentence", "label")

@@ -15,8 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from compress.saving import load_compressed
-from distill.errors import AlembertError, atomic_write_text
-from distill.models import load_tokenizer
+from alembert.errors import AlembertError, atomic_write_text
+from alembert.modeldir import load_tokenizer
 from export.bundle import MANIFEST, export_model
 from export.config import ExportConfig, LatencyConfig
 from export.measure import evaluate, ort_runner, ort_session, random_feed, time_in_turns, torch_runner

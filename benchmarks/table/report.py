@@ -15,8 +15,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 
-from distill.errors import atomic_write_text  # noqa: E402
-from distill.report import markdown_table  # noqa: E402
+from alembert.errors import atomic_write_text  # noqa: E402
+from alembert.report import markdown_table  # noqa: E402
 
 COLUMNS = ("model", "runtime", "accuracy", "pct_of_teacher", "params", "non_embedding_params", "size_mb",
            "latency_ms", "throughput", "speedup", "train_s", "pareto")

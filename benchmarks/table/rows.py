@@ -17,14 +17,15 @@ from tqdm.auto import tqdm
 
 from benchmarks.table.config import Row
 from compress.cli import run_stage
+from distill.recovery import kd_recovery
 from compress.pipeline import MODEL_FOLDER, TaskLoaders
 from compress.saving import load_compressed
-from distill.engine import predict_logits
-from distill.errors import atomic_write_text, fail
-from distill.metrics import task_metrics, teacher_agreement
-from distill.models import count_parameters, save_model
-from distill.report import size_on_disk_mb
-from distill.run import Setup, distil, prepare_teacher, setup
+from alembert.evaluate import predict_logits
+from alembert.errors import atomic_write_text, fail
+from alembert.metrics import task_metrics, teacher_agreement
+from alembert.modeldir import count_parameters, save_model
+from alembert.report import size_on_disk_mb
+from pipeline.run import Setup, distil, prepare_teacher, setup
 
 RECORD = "record.json"
 
@@ -70,7 +71,7 @@ def build_compressed_row(row: Row, ctx: Context) -> tuple[torch.nn.Module, Path,
     data = TaskLoaders(train=loaders.train, dev=loaders.dev, regression=ctx.prepared.task.regression)
     start = time.perf_counter()
     out = ctx.row_dir(row.spec.id) / "compress"
-    model, _ = run_stage(parent, ctx.prepared.tokenizer, row.config.compress, data, out)
+    model, _ = run_stage(parent, ctx.prepared.tokenizer, row.config.compress, data, out, distiller=kd_recovery)
     return model.eval(), out / MODEL_FOLDER, time.perf_counter() - start
 
 

@@ -9,7 +9,7 @@ from benchmarks.table.measure import Settings, eval_set, measure_all
 from benchmarks.table.report import COLUMNS, Layout, table_rows, write_results
 from benchmarks.table.rows import build_rows
 from benchmarks.table.significance import compare_to_baselines
-from distill.report import markdown_table
+from alembert.report import markdown_table
 
 
 def run(bench: BenchConfig, rows: list[Row], work: Path, *, command: str) -> list[dict]:

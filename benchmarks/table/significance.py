@@ -13,8 +13,8 @@ import numpy as np
 from scipy.stats import binomtest
 
 from compress.saving import load_compressed
-from distill.engine import predict_logits
-from distill.errors import atomic_write_text
+from alembert.evaluate import predict_logits
+from alembert.errors import atomic_write_text
 
 PREDICTIONS = "predictions.json"
 

@@ -19,9 +19,9 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from distill.config import from_dict
-from distill.errors import fail, run_cli
-from distill.sweep.settings import SWEEP_KEYS, SweepConfig
+from alembert.config import from_dict
+from alembert.errors import fail, run_cli
+from pipeline.sweep.settings import SWEEP_KEYS, SweepConfig
 
 from alembert.conf import CONF_DIR
 SWEEP_DIR = CONF_DIR / "sweep"
@@ -86,7 +86,7 @@ def compose_plain(overrides: tuple[str, ...]) -> dict:
 
 def compose_run(overrides: tuple[str, ...]):
     """A trial's typed RunConfig, composed exactly as `python -m distill <overrides>` composes it."""
-    from distill.run import RunConfig
+    from pipeline.run import RunConfig
 
     return from_dict(RunConfig, compose_plain(overrides))
 
@@ -94,7 +94,7 @@ def compose_run(overrides: tuple[str, ...]):
 def main(args: list[str]) -> None:
     path, sweep_overrides, run_overrides = split_args(args)
     sweep = load_sweep(path, sweep_overrides, run_overrides)
-    from distill.sweep.sweep import run_sweep  # torch and friends load only once the arguments are good
+    from pipeline.sweep.sweep import run_sweep  # torch and friends load only once the arguments are good
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sweep"):
         compose_run(tuple(sweep.base_overrides))  # the base alone must make a valid run config

@@ -12,7 +12,7 @@ import io
 import json
 from pathlib import Path
 
-from distill.errors import fail
+from alembert.errors import fail
 
 Record = tuple[int, dict]  # (1-based line in the file, column name -> value)
 

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from distill.errors import fail
+from alembert.errors import fail
 
 T = TypeVar("T")
 CHECK = "alembert_check"  # the field-metadata key that holds a field's Check

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from distill.errors import fail
+from alembert.errors import fail
 
 # Families whose layers are `encoder.layer[i]` with `attention.self.{query,key,value}`,
 # `attention.output.dense`, `intermediate.dense` and `output.dense`.
@@ -28,7 +28,12 @@ LAYER_PARTS = {
     "albert": {"self_attention": "attention", "query": "attention.query", "key": "attention.key", "value": "attention.value",
                "attention_out": "attention.dense", "ffn_in": "ffn", "ffn_out": "ffn_output"},
 }
-HISTORY_KEY = "alembert_compression"  # pass records kept in config.json, read back by compress.saving
+# The compression metadata in config.json, versioned: `alembert_compression` lists one entry per pass in order,
+# {"pass": name, ...its settings, "leaves_zeroed": true when it zeroed structure a stock config cannot drop (export
+# compacts the model then)}; `alembert_compression_version` is HISTORY_VERSION. compress writes it, compress.saving
+# and export read it.
+HISTORY_KEY = "alembert_compression"
+HISTORY_VERSION_KEY, HISTORY_VERSION = "alembert_compression_version", 1
 
 
 def family(model: nn.Module) -> str:
@@ -94,6 +99,19 @@ def record(model: nn.Module, entry: dict) -> None:
     history = list(getattr(model.config, HISTORY_KEY, None) or [])
     history.append(entry)
     setattr(model.config, HISTORY_KEY, history)
+    setattr(model.config, HISTORY_VERSION_KEY, HISTORY_VERSION)
+
+
+def history(model: nn.Module) -> list[dict]:
+    return list(getattr(model.config, HISTORY_KEY, None) or [])
+
+
+def mark_last_entry(model: nn.Module, **flags) -> None:
+    """Add flags (e.g. leaves_zeroed=True) to the newest history entry: what the registry knows of the pass."""
+    entries = history(model)
+    if entries:
+        entries[-1] = {**entries[-1], **flags}
+        setattr(model.config, HISTORY_KEY, entries)
 
 
 def check_ratio(value: float, key: str) -> None:

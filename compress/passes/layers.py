@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from compress.families import LAYER_LISTS, layer_list, record, require_float32, set_layer_count
+from alembert.families import LAYER_LISTS, layer_list, record, require_float32, set_layer_count
 from compress.registry import register_pass
-from distill.errors import fail
+from alembert.errors import fail
 
 
 @dataclass(frozen=True)

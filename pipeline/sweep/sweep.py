@@ -8,13 +8,13 @@ from pathlib import Path
 import optuna
 from tqdm.auto import tqdm
 
-from distill.errors import fail
-from distill.sweep.driver import Compose, Trials, Worker, run_worker
-from distill.sweep.figures import PRIMARY, check_objectives
-from distill.sweep.settings import SweepConfig
-from distill.sweep.space import ParamSpec, check_keys, hydra_value, overrides_for, parse_space, split_params
-from distill.sweep.storage import claim_lock, open_storage, open_study, shown, storage_url, supports_heartbeat
-from distill.sweep import results
+from alembert.errors import fail
+from pipeline.sweep.driver import Compose, Trials, Worker, run_worker
+from pipeline.sweep.figures import PRIMARY, check_objectives
+from pipeline.sweep.settings import SweepConfig
+from pipeline.sweep.space import ParamSpec, check_keys, hydra_value, overrides_for, parse_space, split_params
+from pipeline.sweep.storage import claim_lock, open_storage, open_study, shown, storage_url, supports_heartbeat
+from pipeline.sweep import results
 
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),

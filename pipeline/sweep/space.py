@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from distill.config import from_dict
-from distill.errors import fail
+from alembert.config import from_dict
+from alembert.errors import fail
+from alembert.registry import Registry
 
 Value = str | int | float | bool | None
 
@@ -66,13 +67,11 @@ class Kind:
     suggest: Callable[[Any, ParamSpec], Value]
 
 
-KINDS: dict[str, Kind] = {}
+KINDS: Registry[Kind] = Registry("parameter type")
 
 
 def register_kind(name: str, kind: Kind) -> None:
-    if name in KINDS:
-        raise ValueError(f"parameter type '{name}' is registered twice")
-    KINDS[name] = kind
+    KINDS.add(name, kind)
 
 
 register_kind("float", Kind(_check_range, _suggest_float))
@@ -90,7 +89,7 @@ def parse_space(raw: dict[str, dict[str, Any]]) -> tuple[ParamSpec, ...]:
             raise fail(f"space entry {key} is {entry!r}, not a mapping", f"write {key}: {{type: float, low: ..., high: ...}}")
         spec = from_dict(ParamSpec, {**entry, "key": key}, path=f"space.{key}.")
         if spec.type not in KINDS:
-            raise fail(f"space entry {key} has type '{spec.type}'", f"use one of {', '.join(KINDS)}")
+            raise fail(f"space entry {key} has type '{spec.type}'", f"use one of {', '.join(KINDS.names())}")
         KINDS[spec.type].check(spec)
         specs.append(spec)
     return tuple(specs)
@@ -115,19 +114,17 @@ def hydra_value(value: Any) -> str:
 
 
 # Sweep-level keys (not python -m distill overrides): each checks a spec against what the sweep can do.
-SWEEP_PARAMS: dict[str, Callable[[ParamSpec], None]] = {}
+SWEEP_PARAMS: Registry[Callable[[ParamSpec], None]] = Registry("sweep parameter")
 
 
 def register_sweep_param(key: str, check: Callable[[ParamSpec], None]) -> None:
-    if key in SWEEP_PARAMS:
-        raise ValueError(f"sweep parameter '{key}' is registered twice")
-    SWEEP_PARAMS[key] = check
+    SWEEP_PARAMS.add(key, check)
 
 
 def _check_export_variant(spec: ParamSpec) -> None:
     from export.variants import BASE, VARIANTS
 
-    names = (BASE, *VARIANTS)
+    names = (BASE, *VARIANTS.names())
     unknown = [choice for choice in spec.choices if choice not in names]
     if spec.type != "categorical" or unknown:
         raise fail(f"space entry export.variant must be categorical over export variants (got {unknown or spec.type})",
@@ -172,10 +169,9 @@ def check_keys(space: tuple[ParamSpec, ...], base: dict, base_overrides: tuple[s
 
 def _is_pass_setting(key: str) -> bool:
     """compress.settings.<pass>.<field>: settings the config leaves empty until a pass is named."""
-    from compress import catalog  # noqa: F401  (registers every pass)
-    from compress.registry import CONFIG_BY_NAME
+    from compress.registry import PASSES
 
     parts = key.split(".")
-    if len(parts) != 4 or parts[:2] != ["compress", "settings"] or parts[2] not in CONFIG_BY_NAME:
+    if len(parts) != 4 or parts[:2] != ["compress", "settings"] or parts[2] not in PASSES:
         return False
-    return parts[3] in {f.name for f in dataclasses.fields(CONFIG_BY_NAME[parts[2]])}
+    return parts[3] in {f.name for f in dataclasses.fields(PASSES[parts[2]].config_type)}

@@ -31,9 +31,11 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from compress.families import LAYER_PARTS, check_ratio, part, prunable_layers, record, replace_part, require_family, require_float32
+from alembert.families import (LAYER_PARTS, check_ratio, part, prunable_layers, record, replace_part, require_family,
+    require_float32)
 from compress.registry import register_pass
-from distill.errors import fail
+from alembert.compact import out_pruner, out_width, dependency_graph, prune_out_channels
+from alembert.errors import fail
 
 # name -> (torch-pruning scorer factory, whether it reads task-loss gradients)
 IMPORTANCE = {
@@ -83,10 +85,6 @@ def check_model(model: nn.Module, what: str) -> None:
     require_family(model, tuple(LAYER_PARTS), what)
 
 
-def _example_inputs(model: nn.Module) -> dict[str, Tensor]:
-    return {"input_ids": torch.arange(5, 13).clamp(max=model.config.vocab_size - 1).unsqueeze(0)}
-
-
 def _accumulate_taylor_gradients(model: nn.Module, batches: Iterable[dict] | None, count: int, what: str) -> None:
     """Fill .grad with the task-loss gradient over `count` batches, which Taylor importance reads."""
     if batches is None:
@@ -104,19 +102,6 @@ def _accumulate_taylor_gradients(model: nn.Module, batches: Iterable[dict] | Non
         raise fail(f"{what}.importance=taylor got no batches of task data", "give a non-empty training set")
 
 
-def _out_width(module: nn.Module) -> int:
-    return module.embedding_dim if isinstance(module, nn.Embedding) else module.out_features
-
-
-def _out_pruner(module: nn.Module):
-    return tp.prune_embedding_out_channels if isinstance(module, nn.Embedding) else tp.prune_linear_out_channels
-
-
-def dependency_graph(model: nn.Module) -> tp.DependencyGraph:
-    return tp.DependencyGraph().build_dependency(model, example_inputs=_example_inputs(model),
-                                                 output_transform=lambda out: out.logits)
-
-
 def group_scores(model: nn.Module, config, batches, what: str, roots: list[nn.Module]) -> tuple[tp.DependencyGraph, list[Tensor]]:
     """Importance of each output channel of each root, over its whole torch-pruning dependency group."""
     graph = dependency_graph(model)
@@ -126,16 +111,10 @@ def group_scores(model: nn.Module, config, batches, what: str, roots: list[nn.Mo
     scorer = make_scorer()
     scores = []
     for root in roots:
-        group = graph.get_pruning_group(root, _out_pruner(root), idxs=list(range(_out_width(root))))
+        group = graph.get_pruning_group(root, out_pruner(root), idxs=list(range(out_width(root))))
         scores.append(scorer(group).detach().float())
     model.zero_grad(set_to_none=True)
     return graph, scores
-
-
-def prune_out_channels(graph: tp.DependencyGraph, root: nn.Module, idxs: list[int]) -> None:
-    """Remove output channels `idxs` of `root` and everything torch-pruning finds coupled to them."""
-    if idxs:
-        graph.get_pruning_group(root, _out_pruner(root), idxs=idxs).prune()
 
 
 def _lowest_per_layer(scores: list[Tensor], ratio: float) -> list[list[int]]:
@@ -163,7 +142,7 @@ def select_units(scores: list[Tensor], ratio: float, scope: str) -> list[list[in
     return SCOPES[scope](scores, ratio)
 
 
-@register_pass("prune_heads", PruneHeadsConfig)
+@register_pass("prune_heads", PruneHeadsConfig, leaves_zeroed=True)
 def prune_heads(model: nn.Module, config: PruneHeadsConfig, *, batches=None) -> nn.Module:
     check_model(model, "prune_heads")
     layers = prunable_layers(model, "prune_heads")
@@ -192,7 +171,7 @@ def zero_heads(model: nn.Module, layer: nn.Module, dead: list[int]) -> None:
     part(model, layer, "attention_out").weight[:, rows] = 0
 
 
-@register_pass("prune_ffn", PruneFfnConfig)
+@register_pass("prune_ffn", PruneFfnConfig, leaves_zeroed=True)
 def prune_ffn(model: nn.Module, config: PruneFfnConfig, *, batches=None) -> nn.Module:
     check_model(model, "prune_ffn")
     layers = prunable_layers(model, "prune_ffn")
@@ -225,41 +204,3 @@ def pad_ffn(model: nn.Module, layer: nn.Module, width: int) -> None:
     grown_out.bias.copy_(outer.bias)
     replace_part(model, layer, "ffn_in", grown_in)
     replace_part(model, layer, "ffn_out", grown_out)
-
-
-def _dead_heads(model: nn.Module, layer: nn.Module) -> list[int]:
-    attention = part(model, layer, "self_attention")
-    rows = torch.stack([part(model, layer, role).weight.abs().sum(dim=1) + part(model, layer, role).bias.abs()
-                        for role in ("query", "key", "value")]).sum(dim=0)
-    per_head = rows.view(-1, attention.attention_head_size).sum(dim=1)
-    dead = [h for h in range(len(per_head)) if per_head[h] == 0]
-    return dead[: len(per_head) - 1]
-
-
-def _dead_neurons(model: nn.Module, layer: nn.Module) -> list[int]:
-    inner = part(model, layer, "ffn_in")
-    alive = inner.weight.abs().sum(dim=1) + inner.bias.abs() + part(model, layer, "ffn_out").weight.abs().sum(dim=0)
-    dead = [i for i in range(len(alive)) if alive[i] == 0]
-    return dead[: len(alive) - 1]
-
-
-def compact_for_export(model: nn.Module) -> nn.Module:
-    """Physically remove zeroed heads and padded FFN neurons, layer by layer, for an in-memory export.
-
-    The result computes the same logits with fewer weights, and layers may then differ in head and FFN
-    counts, which stock configs cannot describe: export it (ONNX) or run it, but do not save_pretrained it.
-    """
-    require_family(model, tuple(LAYER_PARTS), "compact_for_export")
-    require_float32(model, "compact_for_export")
-    layers = prunable_layers(model, "compact_for_export")
-    graph = dependency_graph(model)
-    for layer in layers:
-        attention = part(model, layer, "self_attention")
-        width = attention.attention_head_size
-        dead = _dead_heads(model, layer)
-        prune_out_channels(graph, part(model, layer, "query"), [h * width + i for h in dead for i in range(width)])
-        attention.num_attention_heads -= len(dead)
-        attention.all_head_size = attention.num_attention_heads * width
-        prune_out_channels(graph, part(model, layer, "ffn_in"), _dead_neurons(model, layer))
-    model.alembert_compact = True  # save_compressed refuses it: its shapes no longer match its config
-    return model

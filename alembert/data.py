@@ -15,10 +15,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from distill.demo import DemoConfig, generate as generate_demo
-from distill.config import bounded, one_of
-from distill.errors import fail
-from distill.tables import read_table
+from alembert.demo import DemoConfig, generate as generate_demo
+from alembert.config import bounded, one_of
+from alembert.errors import fail
+from alembert.tables import read_table
 
 SPLITS = ("train", "dev", "test")
 TASK_TYPES = ("classification", "regression")

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from compress.albert import SUPPORTED, to_albert
-from compress.families import family, record, require_family, require_float32
+from alembert.families import family, record, require_family, require_float32
 from compress.registry import register_pass
-from distill.errors import fail
+from alembert.errors import fail
 
 
 @dataclass(frozen=True)

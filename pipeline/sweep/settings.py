@@ -1,19 +1,19 @@
-"""The typed sweep config that alembert/conf/sweep/*.yaml is converted into (by distill.config.from_dict)."""
+"""The typed sweep config that alembert/conf/sweep/*.yaml is converted into (by alembert.config.from_dict)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from distill.config import bounded
-from distill.errors import fail
+from alembert.config import bounded
+from alembert.errors import fail
 
 DIRECTIONS = ("maximize", "minimize")
 
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    """One objective: a figure of the trial (see distill.sweep.figures) and whether larger is better."""
+    """One objective: a figure of the trial (see pipeline.sweep.figures) and whether larger is better."""
 
     metric: str
     direction: str = "maximize"
@@ -50,7 +50,7 @@ class HeartbeatSettings:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """A whole sweep. `space` maps config keys to parameter specs (distill.sweep.space.ParamSpec fields)."""
+    """A whole sweep. `space` maps config keys to parameter specs (pipeline.sweep.space.ParamSpec fields)."""
 
     study_name: str
     objectives: tuple[ObjectiveSpec, ...]

@@ -1,6 +1,6 @@
 """Layer-wise distillation terms: DistilBERT's cosine loss, TinyBERT's layer MSEs, MiniLM's relation KLs.
 
-All terms are pure functions over `Features`, registered in `distill.losses` like `kd`. Conventions:
+All terms are pure functions over `Features`, registered in `distill.losses.LOSSES` like `kd`. Conventions:
 - Layers are numbered 1..L as in `Features.hidden_states`: layer m is hidden_states[m], attentions[m - 1]
   and values[m - 1]; the embedding output (hidden_states[0]) has its own term, `tinybert_embedding`.
 - `layers=` is a mapping kind ("uniform", "last_k" with `k=`) or an explicit sequence (see `layer_map`);
@@ -11,20 +11,20 @@ All terms are pure functions over `Features`, registered in `distill.losses` lik
 - transformers returns attention maps *after* attention dropout in train mode (rows no longer sum to 1, some
   entries exactly 0); attention terms want a student with attention dropout 0 (attention_probs_dropout_prob,
   DistilBERT: attention_dropout), or they fit the dropout noise.
-- Terms named `minilm_value*` read `Features.values`, which the registry has no flag for: see `required_features`.
+- What each term reads (hidden states, attention maps, values) is a flag on its registration.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.errors import fail
-from distill.losses import LOSSES, Objective, Term, register
+from alembert.errors import fail
+from distill.losses import register
 from distill.models import Features, split_heads  # noqa: F401  split_heads is part of this module's API
 
 LAYER_KINDS = ("uniform", "last_k", "explicit")
@@ -195,7 +195,7 @@ def _masked_mse(student_h: Tensor, teacher_h: Tensor, mask: Tensor) -> Tensor:
     return _masked_token_mean(per_token, mask)
 
 
-@register("tinybert_embedding", needs_hidden=True)
+@register("tinybert_embedding", needs_hidden=True, projected=True)
 def tinybert_embedding_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                             projection: HiddenProjection | None = None) -> Tensor:
     """MSE between embedding outputs (hidden_states[0]), projected through slot 0 when sizes differ."""
@@ -205,7 +205,7 @@ def tinybert_embedding_loss(student: Features, teacher: Features, *, mask: Tenso
     return _masked_mse(_projected(s_embedding, 0, t_embedding, projection, "tinybert_embedding"), t_embedding, mask)
 
 
-@register("tinybert_hidden", needs_hidden=True)
+@register("tinybert_hidden", needs_hidden=True, projected=True)
 def tinybert_hidden_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                          layers: str | Sequence = "uniform", k: int = 1,
                          projection: HiddenProjection | None = None) -> Tensor:
@@ -324,19 +324,3 @@ def minilm_value_loss(student: Features, teacher: Features, *, mask: Tensor | No
 
 
 # ---------------------------------------------------------------- what a recipe needs
-
-def required_features(recipe: Objective | Iterable[Term | str]) -> frozenset[str]:
-    """The Features a recipe reads: a subset of {"teacher", "hidden_states", "attentions", "values"}."""
-    terms = recipe.terms if isinstance(recipe, Objective) else tuple(recipe)
-    names = [term if isinstance(term, str) else term.name for term in terms
-             if isinstance(term, str) or term.weight != 0]
-    unknown = [name for name in names if name not in LOSSES]
-    if unknown:
-        raise fail(f"unknown loss term(s) {unknown}", f"use one of {sorted(LOSSES)}")
-    needed = set()
-    for name in names:
-        spec = LOSSES[name]
-        needed |= {flag for flag, wanted in (("teacher", spec.needs_teacher), ("hidden_states", spec.needs_hidden),
-                                             ("attentions", spec.needs_attentions),
-                                             ("values", spec.needs_values)) if wanted}
-    return frozenset(needed)

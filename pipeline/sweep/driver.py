@@ -21,12 +21,12 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from distill.errors import AlembertError, fail
-from distill.run import RunConfig
-from distill.sweep.figures import ExportPlan, PRIMARY, measure_trial
-from distill.sweep.settings import SweepConfig
-from distill.sweep.space import ParamSpec, overrides_for, sample, split_params
-from distill.sweep.storage import Lock
+from alembert.errors import AlembertError, fail
+from pipeline.run import RunConfig
+from pipeline.sweep.figures import ExportPlan, PRIMARY, measure_trial
+from pipeline.sweep.settings import SweepConfig
+from pipeline.sweep.space import ParamSpec, overrides_for, sample, split_params
+from pipeline.sweep.storage import Lock
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distill.errors import atomic_write_text
+from alembert.errors import atomic_write_text
 
 
 def size_on_disk_mb(model_dir: str | Path) -> float:

@@ -16,8 +16,8 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
-from distill.errors import fail
-from distill.sweep.settings import HeartbeatSettings
+from alembert.errors import fail
+from pipeline.sweep.settings import HeartbeatSettings
 
 JOURNAL_PREFIX = "journal:"
 

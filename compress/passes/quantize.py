@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compress.families import record, require_float32
+from alembert.families import record, require_float32
 from compress.registry import register_pass
-from distill.errors import fail
+from alembert.errors import fail
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -45,14 +45,14 @@ def quantize_linear_int8(model: nn.Module) -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
 
 
-@register_pass("quantize_dynamic", QuantizeDynamicConfig)
+@register_pass("quantize_dynamic", QuantizeDynamicConfig, precision=True)
 def quantize_dynamic(model: nn.Module, config: QuantizeDynamicConfig, *, batches=None) -> nn.Module:
     require_float32(model, "quantize_dynamic")
     record(model, {"pass": "quantize_dynamic", "dtype": "qint8", "modules": "Linear"})
     return quantize_linear_int8(model)
 
 
-@register_pass("cast", CastConfig)
+@register_pass("cast", CastConfig, precision=True)
 def cast(model: nn.Module, config: CastConfig, *, batches=None) -> nn.Module:
     require_float32(model, "cast")
     record(model, {"pass": "cast", "dtype": config.dtype})

@@ -20,19 +20,22 @@ from transformers import AutoConfig, PreTrainedModel
 from compress.cli import CompressStage, run_stage
 from compress.pipeline import TaskLoaders
 from distill import distributed
-from distill.data import DataConfig, TaskData, encode, load_task, loader
-from distill.engine import TrainConfig, fit, predict_logits, seed_everything
-from distill.config import bounded, one_of
-from distill.errors import AlembertError, fail
-from distill.losses import KDConfig
+from alembert.data import DataConfig, TaskData, encode, load_task, loader
+from alembert.training import TrainConfig
+from distill.engine import fit, seed_everything
+from alembert.evaluate import predict_logits
+from alembert.config import bounded, one_of
+from alembert.errors import AlembertError, fail
+from alembert.training import KDConfig
 from distill.recipes import RecipeConfig, StageConfig, TermConfig, stage_objective
-from distill.metrics import task_metrics, teacher_agreement
+from alembert.metrics import task_metrics, teacher_agreement
 from distill.augment import AugmentConfig, augment_with
+from distill.recovery import kd_recovery
 from distill.mlm import CorpusConfig, MaskingConfig, distil_mlm
 from distill.multi_teacher import MultiTeacher, check_same_tokenizer, soft_target_temperature
-from distill.models import (StudentConfig, Teacher, build_student, count_parameters, disable_attention_dropout, load_classifier,
-                            load_tokenizer, resolve_source, save_model)
-from distill.report import latency_ms, save_table, size_on_disk_mb
+from distill.models import StudentConfig, Teacher, build_student, disable_attention_dropout
+from alembert.modeldir import count_parameters, load_classifier, load_tokenizer, resolve_source, save_model
+from alembert.report import latency_ms, save_table, size_on_disk_mb
 
 FINETUNE_MODES = ("auto", "always", "never")
 # The training settings that change the fine-tuned weights; engine options such as caching or logging do not.
@@ -305,4 +308,4 @@ def run_masked_lm(config: RunConfig, out_dir: Path) -> list[dict]:
 def compress_student(student: PreTrainedModel, run: Setup, config: RunConfig, out_dir: Path) -> None:
     """Run the compression passes on a copy of the distilled student; writes out_dir/compressed/."""
     data = TaskLoaders(train=run.loaders.train, dev=run.loaders.dev, regression=run.task.regression)
-    run_stage(copy.deepcopy(student), run.tokenizer, config.compress, data, out_dir / "compressed")
+    run_stage(copy.deepcopy(student), run.tokenizer, config.compress, data, out_dir / "compressed", distiller=kd_recovery)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compress.families import LAYER_PARTS, family, part, prunable_layers, record, require_family, require_float32
-from compress.prune import check_settings, group_scores, prune_out_channels
+from alembert.families import LAYER_PARTS, family, part, prunable_layers, record, require_family, require_float32
+from compress.passes.prune import check_settings, group_scores
+from alembert.compact import prune_out_channels
 from compress.registry import register_pass
 
 

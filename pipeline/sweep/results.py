@@ -17,14 +17,14 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from distill.config import from_dict
-from distill.errors import atomic_write_text, fail
-from distill.report import markdown_table
-from distill.run import RunConfig
+from alembert.config import from_dict
+from alembert.errors import atomic_write_text, fail
+from alembert.report import markdown_table
+from pipeline.run import RunConfig
 from export.bundle import build_bundle
 from export.config import ExportConfig
-from distill.sweep.settings import SweepConfig
-from distill.sweep.figures import final_model_dir
+from pipeline.sweep.settings import SweepConfig
+from pipeline.sweep.figures import final_model_dir
 
 TABLE = "results"
 SHOWN_FIGURES = ("accuracy", "dev_accuracy", "latency_ms", "size_mb", "params", "onnx_latency_ms")  # beside the objectives

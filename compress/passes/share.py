@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from compress.albert import INIT_MODES, to_albert
-from compress.families import record, require_float32
+from alembert.families import record, require_float32
 from compress.registry import register_pass
-from distill.errors import fail
+from alembert.errors import fail
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from compress.families import check_ratio, record, require_float32
+from alembert.families import check_ratio, record, require_float32
 from compress.registry import register_pass
-from distill.errors import fail
+from alembert.errors import fail
 
 
 

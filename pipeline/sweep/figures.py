@@ -15,10 +15,10 @@ from pathlib import Path
 
 from compress.pipeline import MODEL_FOLDER, TABLE_NAME
 from compress.saving import load_compressed
-from distill.config import from_dict
-from distill.engine import evaluate
-from distill.errors import fail
-from distill.run import RunConfig, run, setup
+from alembert.config import from_dict
+from alembert.evaluate import evaluate
+from alembert.errors import fail
+from pipeline.run import RunConfig, run, setup
 from export.bundle import MANIFEST, build_bundle
 from export.config import ExportConfig
 from export.variants import BASE

@@ -1,0 +1,36 @@
+"""Inference over a loader, shared by every stage: logits and labels in order, and the task metrics on them."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from alembert.metrics import task_metrics
+from alembert.modeldir import MODEL_INPUTS
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    if device.type == "cpu":
+        return batch
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels over a whole loader, in order."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    for batch in data:
+        inputs = {key: value for key, value in to_device(batch, device).items() if key in MODEL_INPUTS}
+        logits.append(model(**inputs).logits.float().cpu())
+        labels.append(batch["labels"])
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(model: nn.Module, data: DataLoader) -> dict[str, float]:
+    logits, labels = predict_logits(model, data)
+    return task_metrics(logits, labels)

@@ -1,0 +1,54 @@
+"""The typed training settings every stage shares: the engine trains with TrainConfig, and compress's recovery
+distillation and the pipeline pass TrainConfig and KDConfig through without importing the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from alembert.config import bounded, one_of
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = bounded(3, low=1)
+    batch_size: int = bounded(32, low=1)  # per process: the global batch is batch_size * world size * grad_accum
+    eval_batch_size: int = bounded(128, low=1)
+    lr: float = bounded(1e-4, above=0.0)
+    weight_decay: float = bounded(0.01, low=0.0)
+    warmup_ratio: float = bounded(0.1, low=0.0, high=1.0)
+    max_grad_norm: float = bounded(1.0, above=0.0)
+    seed: int = bounded(42, low=0)
+    cache_teacher: bool = True  # compute teacher logits once and reuse them every epoch
+    grad_accum: int = bounded(1, low=1)  # optimizer step every N batches: an effective batch of batch_size * grad_accum
+    precision: str = one_of("fp32", ("fp32", "bf16", "fp16"))  # bf16: autocast, fp32 weights; fp16: CUDA only, grad scaler
+    patience: int | None = bounded(None, low=1)  # stop after this many evaluations without a better dev metric
+    eval_every: int | None = bounded(None, low=1)  # evaluate every N optimizer steps; None: at the end of each epoch
+    checkpoint_every: int | None = bounded(None, low=1)  # write a resumable checkpoint every N optimizer steps; None: none
+    resume: bool = False  # continue from the latest checkpoint, if there is one
+    tensorboard: bool = False  # write TensorBoard event files (needs `pip install tensorboard`)
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    """Hinton soft targets mixed with the hard labels: alpha*hard + (1-alpha)*soft.
+
+    `soft_loss` is "kd" (KL at temperature T) or "logit_mse"; regression tasks always use MSE.
+    """
+
+    temperature: float = bounded(4.0, above=0.0)
+    alpha: float = bounded(0.5, low=0.0, high=1.0)
+    scale_by_t2: bool = True
+    soft_loss: str = one_of("kd", ("kd", "logit_mse"))
+
+
+class Distiller(Protocol):
+    """Distil `student` from a frozen `teacher` with Hinton KD; compress's recovery calls one, distill provides it
+    (distill.recovery.kd_recovery), and the entry points hand it over, so compress never imports distill."""
+
+    def __call__(self, student: nn.Module, teacher: nn.Module, train: DataLoader, dev: DataLoader | None, *,
+                 kd: KDConfig, train_config: TrainConfig, regression: bool) -> nn.Module: ...
