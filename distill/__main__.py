@@ -11,14 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from alembert.config import from_dict
 from alembert.errors import run_app, run_cli
+from alembert.resolvers import register_resolvers
 from pipeline.run import RunConfig, run
 
 
-# Resolvers the recipe files use: the soft-target weight is 1 - alpha, and KL takes a temperature where MSE takes none.
-OmegaConf.register_new_resolver("one_minus", lambda value: 1.0 - float(value), replace=True)
-OmegaConf.register_new_resolver(
-    "kd_params", lambda loss, temperature, scale: {"temperature": float(temperature), "scale_by_t2": bool(scale)} if loss == "kd" else {},
-    replace=True)
+register_resolvers(OmegaConf.register_new_resolver)  # one_minus and kd_params, which the recipe files use
 
 
 @hydra.main(version_base="1.3", config_path="pkg://alembert.conf", config_name="config")

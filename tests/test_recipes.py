@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from alembert.conf import CONF_DIR
-import distill.__main__  # noqa: F401  registers the resolvers the recipe files use
+from alembert.resolvers import register_resolvers
 from alembert.config import from_dict
 from alembert.data import DataConfig
 from alembert.demo import DemoConfig
@@ -21,6 +21,7 @@ from distill.recipes import Schedule, StageConfig, TermConfig, stage_objective
 from pipeline.run import FinetuneConfig, RunConfig, distil, prepare_teacher, setup
 
 CONF = CONF_DIR
+register_resolvers(OmegaConf.register_new_resolver)  # one_minus and kd_params, which the recipe files use
 RECIPES = ("kd", "distilbert", "tinybert", "minilm")
 
 

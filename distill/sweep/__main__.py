@@ -21,10 +21,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from alembert.config import from_dict
 from alembert.errors import fail, run_cli
+from alembert.resolvers import register_resolvers
 from pipeline.sweep.settings import SWEEP_KEYS, SweepConfig
 
 from alembert.conf import CONF_DIR
 SWEEP_DIR = CONF_DIR / "sweep"
+register_resolvers(OmegaConf.register_new_resolver)  # one_minus and kd_params, which the recipe files use
 RUN_CONFIG = "config"
 
 
@@ -79,8 +81,6 @@ def load_sweep(path: Path, sweep_overrides: list[str], run_overrides: list[str])
 
 def compose_plain(overrides: tuple[str, ...]) -> dict:
     """The `python -m distill` config with `overrides`, resolved to plain data."""
-    import distill.__main__  # noqa: F401  (registers the one_minus and kd_params resolvers the recipes use)
-
     return _compose(RUN_CONFIG, list(overrides))
 
 
