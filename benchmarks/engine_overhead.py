@@ -2,6 +2,7 @@
 
     python benchmarks/engine_overhead.py                      # small random BERTs on the demo task, CPU
     python benchmarks/engine_overhead.py --hidden 256 --teacher-layers 6 --examples 1024
+    python benchmarks/engine_overhead.py --out benchmarks/results/engine_overhead/small.json   # also save the figures
 
 Both loops do the same work per step: a teacher forward without gradients, a student forward and
 backward on hard + KD loss, clipping, AdamW and the linear schedule, over the same batches. They run
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, get_linear_schedule_with_warmup
 
 from alembert.data import DataConfig, encode, load_task, loader
+from alembert.tasks import task_named
 from alembert.demo import DemoConfig, vocabulary
+from alembert.errors import atomic_write_text, run_cli
 from alembert.training import TrainConfig
 from distill.engine import fit, seed_everything
 from distill.losses import Objective, Term, soft_targets
@@ -33,10 +35,8 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def build(args):
-    with tempfile.TemporaryDirectory() as directory:
-        vocab = SPECIAL + vocabulary()
-        tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
-        tokenizer.save_pretrained(directory)
+    vocab = SPECIAL + vocabulary()
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     common = dict(vocab_size=len(vocab), hidden_size=args.hidden, num_attention_heads=max(1, args.hidden // 32),
                   intermediate_size=4 * args.hidden, max_position_embeddings=128, num_labels=2)
     torch.manual_seed(0)
@@ -44,7 +44,7 @@ def build(args):
     student = BertForSequenceClassification(BertConfig(num_hidden_layers=args.student_layers, **common))
     task = load_task(DataConfig(demo=DemoConfig(train_size=args.examples, dev_size=8, test_size=8), max_length=args.max_length))
     train = loader(encode(task.splits["train"], tokenizer, args.max_length), tokenizer, batch_size=args.batch_size,
-                   regression=False, shuffle=True, seed=0)
+                   task=task_named("classification"), shuffle=True, seed=0)
     return teacher.eval(), student.state_dict(), student, train
 
 
@@ -87,7 +87,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs for the caching comparison")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the figures to this JSON file, e.g. benchmarks/results/engine_overhead/NAME.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     teacher, initial, student, train = build(args)
@@ -112,8 +113,8 @@ def main() -> None:
                "cached_over_uncached": statistics.median(cached) / statistics.median(uncached)}
     print(json.dumps(figures, indent=1))
     if args.out is not None:
-        args.out.write_text(json.dumps(figures, indent=1))
+        atomic_write_text(args.out, json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

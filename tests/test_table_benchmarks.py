@@ -2,11 +2,13 @@
 
 The real figures come from `python -m benchmarks.sst2` and `python -m benchmarks.recipes`; here the same
 commands run end to end on tiny models, resume their finished rows, share rows with each other, and
-refuse bad data folders with one line.
+refuse bad data folders with one line. The benchmark scripts refuse a missing or wrong model with one
+line, and the committed results sit in one folder per tool, where the README links to them.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +172,40 @@ def test_recipes_quick_mode_trains_every_recipe_and_reuses_the_sst2_rows(tiny_be
         assert wins - losses == round(delta / 100 * by_id[row_id]["eval_examples"])
     table = (tmp_path / "results" / "recipes_quick.md").read_text()
     assert "| model | accuracy | vs_baseline | p_value | wins_losses |" in table and "runtime" not in table.splitlines()[2]
+
+
+def test_results_live_in_one_folder_per_tool_and_the_readme_links_resolve():
+    results = ROOT / "benchmarks" / "results"
+    assert sorted(path.name for path in results.iterdir() if not path.is_dir()) == []  # nothing loose at the top
+    for name in ("sst2", "recipes"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            assert compose(config_name=name).results_dir == f"benchmarks/results/{name}"
+    linked = set(re.findall(r"benchmarks/results/[\w./-]+\.(?:md|json|png)", (ROOT / "README.md").read_text()))
+    assert {"benchmarks/results/sst2/sst2.png", "benchmarks/results/recipes/recipes.md"} <= linked
+    assert sorted(path for path in linked if not (ROOT / path).is_file()) == []
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    """Run benchmarks/<name> as the README does (a plain script), importing this checkout's packages."""
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(("name", "args", "message"), [
+    ("compress_passes.py", [], "--model is required"),
+    ("compress_passes.py", ["--model", "{missing}"], "is not a saved model directory (no config.json)"),
+    ("compress_passes.py", ["--model", "{model}", "--data", "{missing}"], "lacks train.tsv, test.tsv"),
+    ("compress_passes.py", ["--model", "{model}", "--scenarios", "prune everything"], "unknown scenario(s) 'prune everything'"),
+    ("export_latency.py", [], "no model given"),
+    ("export_latency.py", ["{missing}", "--name", "student"], "is not a saved model directory (no config.json)"),
+    ("export_latency.py", ["{model}"], "--name is required"),
+])
+def test_benchmark_scripts_refuse_a_missing_or_wrong_argument_in_one_line(name, args, message, tiny_dir, tmp_path):
+    paths = {"missing": str(tmp_path / "missing"), "model": str(tiny_dir("bert", 2))}
+    result = script(name, *(arg.format(**paths) for arg in args), "--out", str(tmp_path / "out"))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("alembert: error: ") and message in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()

@@ -43,7 +43,7 @@ class BenchConfig:
     mode: str = "full"
     data_dir: str = "../shared/data/sst2"
     work_dir: str = "~/.cache/alembert/benchmarks"  # rows/<id>-<key>/: shared by every benchmark
-    results_dir: str = "benchmarks/results"
+    results_dir: str = "benchmarks/results/sst2"  # one folder per benchmark: benchmarks/results/<name>/
     threads: int = 2
     modes: dict[str, dict] = field(default_factory=dict)  # mode name -> ModeConfig fields
     overrides: tuple[str, ...] = ()  # the user's own, after the mode's

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from compress.saving import load_compressed
 from alembert.errors import AlembertError, atomic_write_text
+from alembert.tasks import task_named
 from alembert.modeldir import load_tokenizer
 from export.bundle import MANIFEST, export_model
 from export.config import ExportConfig, LatencyConfig
@@ -97,7 +98,7 @@ def onnx_accuracy(bundle: Path, manifest: dict, variants: tuple[str, ...], data:
     accuracy = {}
     for name in variants:
         session = ort_session(bundle / manifest["variants"][name]["file"], threads)
-        accuracy[name] = evaluate(ort_runner(session), feeds, data.labels)[1]["accuracy"]
+        accuracy[name] = evaluate(ort_runner(session), feeds, data.labels, task_named("classification"))[1]["accuracy"]
     atomic_write_text(cache, json.dumps(accuracy, indent=2) + "\n")
     return accuracy
 

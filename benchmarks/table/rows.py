@@ -22,7 +22,6 @@ from compress.pipeline import MODEL_FOLDER, TaskLoaders
 from compress.saving import load_compressed
 from alembert.evaluate import predict_logits
 from alembert.errors import atomic_write_text, fail
-from alembert.metrics import task_metrics, teacher_agreement
 from alembert.modeldir import count_parameters, save_model
 from alembert.report import size_on_disk_mb
 from pipeline.run import Setup, distil, prepare_teacher, setup
@@ -68,7 +67,7 @@ def build_compressed_row(row: Row, ctx: Context) -> tuple[torch.nn.Module, Path,
     """The parent row's model through the row's compression passes, with recovery distillation from the parent."""
     parent = load_compressed(read_record(ctx.row_dir(row.spec.parent))["model_dir"])
     loaders = ctx.prepared.loaders
-    data = TaskLoaders(train=loaders.train, dev=loaders.dev, regression=ctx.prepared.task.regression)
+    data = TaskLoaders(train=loaders.train, dev=loaders.dev, task=ctx.prepared.task.task)
     start = time.perf_counter()
     out = ctx.row_dir(row.spec.id) / "compress"
     model, _ = run_stage(parent, ctx.prepared.tokenizer, row.config.compress, data, out, distiller=kd_recovery)
@@ -115,10 +114,11 @@ def build_rows(rows: list[Row], work: Path) -> tuple[list[dict], Context]:
 def describe(row: Row, model, model_dir: Path, seconds: float, teacher_logits, labels, ctx: Context) -> dict:
     logits, _ = predict_logits(model, ctx.prepared.loaders.eval)
     total, non_embedding = count_parameters(model)
-    metrics = task_metrics(logits, labels)
+    task = ctx.prepared.task.task
+    metrics = task.metrics(logits, labels)
     return {"id": row.spec.id, "label": row.spec.label, "kind": row.spec.kind, "parent": row.spec.parent,
             "overrides": " ".join(row.overrides), "model_dir": str(model_dir), "accuracy": metrics["accuracy"],
-            "agreement": teacher_agreement(logits, teacher_logits)["agreement"],
+            "agreement": task.agreement(logits, teacher_logits)["agreement"],
             "params": total, "non_embedding_params": non_embedding, "size_mb": size_on_disk_mb(model_dir),
             "train_s": round(seconds, 1), "eval_split": ctx.prepared.loaders.eval_split,
             "eval_examples": int(len(labels))}
