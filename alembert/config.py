@@ -12,6 +12,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from alembert.errors import fail
@@ -27,11 +28,15 @@ class Check:
     low: float | None = None  # value >= low
     above: float | None = None  # value > above
     high: float | None = None  # value <= high
-    choices: tuple = ()
+    choices: tuple | Callable[[], list] = ()  # a callable is asked at check time, e.g. a registry's names
+
+    def allowed_choices(self) -> tuple:
+        return tuple(self.choices() if callable(self.choices) else self.choices)
 
     def problem(self, value) -> str | None:
         if self.choices:
-            return None if value in self.choices else f"is not one of {', '.join(map(str, self.choices))}"
+            choices = self.allowed_choices()
+            return None if value in choices else f"is not one of {', '.join(map(str, choices))}"
         if isinstance(value, float) and not math.isfinite(value):
             return "is not a finite number"
         if self.low is not None and value < self.low:
@@ -48,9 +53,9 @@ def bounded(default, *, low: float | None = None, above: float | None = None, hi
     return dataclasses.field(default=default, metadata={CHECK: Check(low=low, above=above, high=high)})
 
 
-def one_of(default, choices: tuple):
-    """A dataclass field whose value must be one of `choices`; checked by `from_dict`."""
-    return dataclasses.field(default=default, metadata={CHECK: Check(choices=tuple(choices))})
+def one_of(default, choices: tuple | Callable[[], list]):
+    """A dataclass field whose value must be one of `choices` (or of what the callable returns); checked by `from_dict`."""
+    return dataclasses.field(default=default, metadata={CHECK: Check(choices=choices if callable(choices) else tuple(choices))})
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
@@ -91,7 +96,7 @@ def _check_range(spec: dataclasses.Field, value, key: str) -> None:
 
 def _allowed(check: Check) -> str:
     if check.choices:
-        return "one of " + ", ".join(map(str, check.choices))
+        return "one of " + ", ".join(map(str, check.allowed_choices()))
     parts = [f">= {check.low:g}" if check.low is not None else None, f"> {check.above:g}" if check.above is not None else None,
              f"<= {check.high:g}" if check.high is not None else None]
     return "a value " + " and ".join(part for part in parts if part)

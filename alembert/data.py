@@ -7,7 +7,6 @@ reported in one line before any model is touched.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +17,11 @@ from tqdm.auto import tqdm
 from alembert.demo import DemoConfig, generate as generate_demo
 from alembert.config import bounded, one_of
 from alembert.errors import fail
+from alembert.tasks import TASKS, task_named
+from alembert.tasks.base import Task
 from alembert.tables import read_table
 
 SPLITS = ("train", "dev", "test")
-TASK_TYPES = ("classification", "regression")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class DataConfig:
     label_column: str = "label"
     header: bool = True
     encoding: str = "utf-8"  # of the train/dev/test files, e.g. latin-1 or cp1252 for files saved by older tools
-    task_type: str = one_of("classification", TASK_TYPES)
+    task_type: str = one_of("classification", TASKS.names)  # a registered task (alembert/tasks/)
     max_length: int = bounded(128, low=2)  # room for [CLS] and [SEP] at least
     max_train_examples: int | None = bounded(None, low=1)
     max_dev_examples: int | None = bounded(None, low=1)  # the first N of dev: cheaper evaluations during training
@@ -60,33 +60,28 @@ class Example:
 
 @dataclass(frozen=True)
 class TaskData:
-    """The loaded splits, with label names (None for regression)."""
+    """The loaded splits, their task, and the label names (None where the task has none, e.g. regression)."""
 
     splits: dict[str, list[Example]]
     label_names: tuple[str, ...] | None
-    task_type: str
-
-    @property
-    def regression(self) -> bool:
-        return self.task_type == "regression"
+    task: Task
 
 
 def load_task(config: DataConfig, label_names: tuple[str, ...] | None = None) -> TaskData:
     """Load, validate and label-map every split. `label_names` fixes the label order (a trained head's)."""
-    if config.task_type not in TASK_TYPES:
-        raise fail(f"data.task_type={config.task_type} is unknown", f"use one of {', '.join(TASK_TYPES)}")
+    task = task_named(config.task_type)
     raw, declared = _load_raw(config)
-    regression = config.task_type == "regression"
     if not raw.get("train"):
         raise fail("the training set is empty", "give data.train a file with at least one row")
-    if not regression and label_names is None:
-        label_names = declared or _label_names(row[2] for row in raw["train"])
-    splits = {name: _to_examples(name, rows, label_names, regression) for name, rows in raw.items()}
+    if label_names is None:
+        label_names = task.label_names(row[2] for row in raw["train"])
+        label_names = declared if declared and label_names is not None else label_names
+    splits = {name: _to_examples(name, rows, label_names, task) for name, rows in raw.items()}
     if config.max_train_examples is not None:
         splits["train"] = splits["train"][: config.max_train_examples]
     if config.max_dev_examples is not None and "dev" in splits:
         splits["dev"] = splits["dev"][: config.max_dev_examples]
-    return TaskData(splits=splits, label_names=label_names, task_type=config.task_type)
+    return TaskData(splits=splits, label_names=label_names, task=task)
 
 
 Raw = dict[str, list[tuple]]  # split -> (text, text_pair, label) rows, labels not yet mapped to ids
@@ -207,43 +202,19 @@ def _class_names(table, config: DataConfig) -> tuple[str, ...] | None:
     import datasets
 
     feature = table.features.get(config.label_column)
-    if config.task_type == "regression" or not isinstance(feature, datasets.ClassLabel):
+    if not isinstance(feature, datasets.ClassLabel):
         return None
     return tuple(str(name) for name in feature.names)
 
-def _label_names(labels) -> tuple[str, ...]:
-    names = {str(label).strip() for label in labels}
-    try:
-        return tuple(sorted(names, key=lambda name: float(name)))  # numeric labels keep numeric order
-    except ValueError:
-        return tuple(sorted(names))
-
-
-def _to_examples(split: str, rows: list[tuple], label_names, regression: bool) -> list[Example]:
+def _to_examples(split: str, rows: list[tuple], label_names, task: Task) -> list[Example]:
     if not rows:
         raise fail(f"the {split} set is empty", f"give data.{split} a file with at least one row")
     index = {name: i for i, name in enumerate(label_names or ())}
     examples = []
     for number, (text, pair, label) in enumerate(rows, 1):
         examples.append(Example(str(text), None if pair is None else str(pair),
-                                _parse_label(label, index, regression, split, number)))
+                                task.parse_label(label, index, f"{split} row {number}")))
     return examples
-
-
-def _parse_label(label, index: dict[str, int], regression: bool, split: str, number: int) -> int | float:
-    if regression:
-        try:
-            value = float(label)
-        except (TypeError, ValueError):
-            value = math.nan
-        if not math.isfinite(value):
-            raise fail(f"{split} row {number}: label '{label}' is not a finite number", "regression needs a float label in every row")
-        return value
-    key = str(label).strip()
-    if key not in index:
-        raise fail(f"{split} row {number}: label '{key}' is not one of the training labels {sorted(index)}",
-                   "fix the label, or add examples of it to the training set")
-    return index[key]
 
 
 def encode(examples: list[Example], tokenizer, max_length: int) -> list[dict]:
@@ -256,9 +227,9 @@ def encode(examples: list[Example], tokenizer, max_length: int) -> list[dict]:
     return [{**{k: encoded[k][i] for k in keys}, "labels": e.label, "index": i} for i, e in enumerate(examples)]
 
 
-def make_collate(pad_token_id: int, regression: bool):
-    """Pad a list of encoded rows to the longest row of the batch."""
-    label_dtype = torch.float32 if regression else torch.long
+def make_collate(pad_token_id: int, task: Task):
+    """Pad a list of encoded rows to the longest row of the batch; labels take the task's dtype."""
+    label_dtype = task.label_dtype
 
     def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(r["input_ids"]) for r in rows)
@@ -273,11 +244,11 @@ def make_collate(pad_token_id: int, regression: bool):
     return collate
 
 
-def loader(rows: list[dict], tokenizer, *, batch_size: int, regression: bool, shuffle: bool = False,
+def loader(rows: list[dict], tokenizer, *, batch_size: int, task: Task, shuffle: bool = False,
            seed: int = 0) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=make_collate(tokenizer.pad_token_id or 0, regression))
+                      collate_fn=make_collate(tokenizer.pad_token_id or 0, task))
 
 
 __all__ = ["DataConfig", "Example", "TaskData", "encode", "load_task", "loader", "read_table"]

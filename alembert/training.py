@@ -10,6 +10,8 @@ from alembert.config import bounded, one_of
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from alembert.tasks.base import Task
     from torch.utils.data import DataLoader
 
 
@@ -37,7 +39,7 @@ class TrainConfig:
 class KDConfig:
     """Hinton soft targets mixed with the hard labels: alpha*hard + (1-alpha)*soft.
 
-    `soft_loss` is "kd" (KL at temperature T) or "logit_mse"; regression tasks always use MSE.
+    `soft_loss` is "kd" (KL at temperature T) or "logit_mse"; a task may overrule it (regression distils with MSE).
     """
 
     temperature: float = bounded(4.0, above=0.0)
@@ -51,4 +53,4 @@ class Distiller(Protocol):
     (distill.recovery.kd_recovery), and the entry points hand it over, so compress never imports distill."""
 
     def __call__(self, student: nn.Module, teacher: nn.Module, train: DataLoader, dev: DataLoader | None, *,
-                 kd: KDConfig, train_config: TrainConfig, regression: bool) -> nn.Module: ...
+                 kd: KDConfig, train_config: TrainConfig, task: Task) -> nn.Module: ...

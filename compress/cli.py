@@ -80,15 +80,15 @@ def task_loaders(data: DataConfig, tokenizer, model, batch_size: int) -> TaskLoa
         return None
     names = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
     trained = None if all(name.startswith("LABEL_") for name in names) else names
-    task = load_task(data, label_names=None if data.task_type == "regression" else trained)
+    task = load_task(data, label_names=trained)
 
     def build(split: str, shuffle: bool):
         if split not in task.splits:
             return None
         rows = encode(task.splits[split], tokenizer, data.max_length)
-        return loader(rows, tokenizer, batch_size=batch_size, regression=task.regression, shuffle=shuffle)
+        return loader(rows, tokenizer, batch_size=batch_size, task=task.task, shuffle=shuffle)
 
-    return TaskLoaders(train=build("train", True), dev=build("dev", False), regression=task.regression)
+    return TaskLoaders(train=build("train", True), dev=build("dev", False), task=task.task)
 
 
 def run(config: CompressConfig, out_dir: str | Path, *, distiller: Distiller | None = None) -> list[dict]:

@@ -20,6 +20,7 @@ from compress.saving import load_compressed, save_compressed
 from compress.registry import apply, is_precision_pass, name_of
 from compress.report import COLUMNS, logits_on, measure, reference_inputs
 from alembert.errors import atomic_dir, fail
+from alembert.tasks.base import Task
 from alembert.report import save_table
 from alembert.training import Distiller, KDConfig, TrainConfig
 
@@ -50,7 +51,7 @@ class TaskLoaders:
 
     train: DataLoader | None = None
     dev: DataLoader | None = None
-    regression: bool = False
+    task: Task | None = None  # what the model does (alembert.tasks); recovery distils its logits accordingly
 
 
 def _as_steps(passes) -> list[Step]:
@@ -84,7 +85,7 @@ def _check_plan(steps: list[Step], points: set[int], recovery: RecoveryConfig | 
 def recover(model: nn.Module, teacher: nn.Module, data: TaskLoaders, recovery: RecoveryConfig,
             distiller: Distiller) -> nn.Module:
     return distiller(model, teacher, data.train, data.dev, kd=recovery.kd, train_config=recovery.train,
-                     regression=data.regression).eval()
+                     task=data.task).eval()
 
 
 def run_pipeline(model: nn.Module, tokenizer, passes, *, data: TaskLoaders | None = None,

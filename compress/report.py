@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from alembert.families import float_dtype, is_quantized
 from compress.passes.sparsity import linear_sparsity
 from alembert.evaluate import evaluate
-from alembert.metrics import primary_metric
+from alembert.tasks import task_of
 from alembert.report import latency_ms
 
 COLUMNS = ["step", "params", "non_embedding_params", "nonzero_params", "size_mb", "gflops", "latency_ms",
@@ -85,6 +85,6 @@ def measure(step: str, model: nn.Module, *, seq_len: int, dev: DataLoader | None
            "linear_sparsity": round(linear_sparsity(model), 4), "dtype": "qint8" if is_quantized(model) else str(float_dtype(model))}
     if dev is not None:
         metrics = evaluate(model, dev)
-        row["metric_name"] = primary_metric(metrics)
+        row["metric_name"] = task_of(model.config).primary_metric
         row["metric"] = round(metrics[row["metric_name"]], 4)
     return row, logits

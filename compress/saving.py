@@ -20,9 +20,10 @@ import safetensors.torch
 import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoConfig
 
 from alembert.families import HISTORY_KEY, is_quantized
+from alembert.tasks import task_of
 from compress.passes.quantize import quantize_linear_int8
 from alembert.errors import atomic_dir, fail
 from alembert.modeldir import LABEL_FILE, load_model_dir, save_model
@@ -63,7 +64,7 @@ def load_compressed(model_dir: str | Path) -> nn.Module:
     if "quantize_dynamic" not in passes:
         raise fail(f"{model_dir} has {INT8_WEIGHTS} but its config records no quantize_dynamic pass",
                    "re-save the model with compress.saving.save_compressed")
-    model = quantize_linear_int8(AutoModelForSequenceClassification.from_config(config).eval())
+    model = quantize_linear_int8(task_of(config).model_class.from_config(config).eval())
     path = model_dir / INT8_WEIGHTS
     _set_int8_tensors(model, _read(path), path)
     return model.eval()

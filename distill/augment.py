@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from alembert.data import Example
-from alembert.config import bounded, one_of
+from alembert.config import bounded
 from alembert.errors import fail
 from distill.mlm import load_masked_lm
 from alembert.modeldir import load_tokenizer, resolve_source

@@ -24,10 +24,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from distill import distributed
 from distill.checkpoint import Checkpointer, History, LoopState, fingerprint
-from alembert.config import bounded, one_of
 from alembert.errors import fail
 from distill.losses import Objective
-from alembert.metrics import primary_metric, task_metrics
+from alembert.tasks import task_of
 from distill.models import CachedTeacher, Teacher, forward_features
 from alembert.evaluate import evaluate, predict_logits, to_device
 from alembert.training import TrainConfig
@@ -252,7 +251,7 @@ def _evaluate(run: _Run, state: LoopState) -> None:
     metrics = distributed.broadcast_object(metrics)
     record = {"epoch": state.epoch + 1, "step": state.step, **terms, **metrics}
     state.history.epochs.append(record)
-    score = metrics[primary_metric(metrics)] if metrics else -terms["loss"]
+    score = metrics[task_of(run.model.config).primary_metric] if metrics else -terms["loss"]
     if score > state.history.best_metric:
         state.history.best_epoch, state.history.best_step, state.history.best_metric = state.epoch + 1, state.step, score
         state.best_state = copy.deepcopy(run.model.state_dict())

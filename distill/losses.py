@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alembert.config import bounded, one_of
+from alembert.tasks.base import Task
 from alembert.errors import fail
 from alembert.registry import Registry
 from alembert.training import KDConfig
@@ -48,6 +48,13 @@ def register(name: str, **flags):
         return fn
 
     return wrap
+
+
+def task_of_features(features: Features, term: str) -> Task:
+    """The task whose reduction a logit-level term uses; forward_features sets it from the model's config."""
+    if features.task is None:
+        raise fail(f"the '{term}' term needs features that name their task", "build them with distill.models.forward_features")
+    return features.task
 
 
 def soft_targets(student_logits: Tensor, teacher_logits: Tensor, temperature: float, *, scale_by_t2: bool = True) -> Tensor:
@@ -126,12 +133,12 @@ class Objective:
         return total, parts
 
 
-def kd_objective(config: KDConfig, *, regression: bool = False) -> Objective:
+def kd_objective(config: KDConfig, *, task: Task) -> Objective:
     if not 0.0 <= config.alpha <= 1.0:
         raise fail(f"kd.alpha={config.alpha} is outside [0, 1]", "alpha is the hard-label weight: pick a value in [0, 1]")
     if config.temperature <= 0:
         raise fail(f"kd.temperature={config.temperature} must be positive", "use a temperature such as 1, 2 or 4")
-    soft = "logit_mse" if regression else config.soft_loss
+    soft = task.soft_term(config.soft_loss)
     params = (("temperature", config.temperature), ("scale_by_t2", config.scale_by_t2)) if soft == "kd" else ()
     return Objective((Term("hard", config.alpha), Term(soft, 1.0 - config.alpha, params)))
 

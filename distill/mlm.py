@@ -17,18 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from transformers import AutoModelForMaskedLM, PreTrainedModel
 
 from alembert.data import DataConfig, read_table
 from distill import engine  # the module, not its names: distill.losses may import this module while engine loads
-from alembert.config import bounded, one_of
+from alembert.config import bounded
 from alembert.errors import atomic_dir, fail
 from distill.losses import LOSSES, soft_targets
 from alembert.modeldir import MODEL_INPUTS, _from_pretrained, load_tokenizer, resolve_source
-from distill.models import (Features, StudentConfig, Teacher, default_teacher_layers, disable_attention_dropout,
+from distill.models import (StudentConfig, Teacher, default_teacher_layers, disable_attention_dropout,
     init_from_teacher, student_config)
 
 if TYPE_CHECKING:

@@ -6,22 +6,19 @@ losses see `Features` and nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import importlib.resources
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from transformers.utils import logging as hf_logging
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
-from alembert.config import bounded, one_of
+from alembert.config import bounded
+from alembert.tasks.base import Task
+from alembert.tasks import task_of
 from alembert.errors import fail
-from alembert.modeldir import MODEL_INPUTS, SUPPORTED_FAMILIES
+from alembert.modeldir import MODEL_INPUTS, SUPPORTED_FAMILIES, load_model_dir
 
 # Families whose config calls the FFN width something other than `intermediate_size`.
 FFN_KEY = {"distilbert": "hidden_dim"}
@@ -44,6 +41,7 @@ class Features:
     attentions: tuple[Tensor, ...] | None = None
     values: tuple[Tensor, ...] | None = None  # per layer (batch, heads, seq, head_dim), for MiniLM's value relation
     labels: Tensor | None = None
+    task: Task | None = None  # how logit-level terms reduce these logits (alembert.tasks); set from the model's config
 
 
 @dataclass(frozen=True)
@@ -87,8 +85,9 @@ class CachedTeacher:
     objective reads logits alone; then every epoch after the first costs no teacher forward.
     """
 
-    def __init__(self, logits: Tensor):
+    def __init__(self, logits: Tensor, task: Task | None = None):
         self.logits = logits
+        self.task = task
 
     @classmethod
     @torch.no_grad()
@@ -99,10 +98,11 @@ class CachedTeacher:
         for batch in data:
             chunks.append(teacher.features({key: value.to(device) for key, value in batch.items()}).logits.cpu())
             indices.append(batch["index"])
+        task = task_of(teacher.model.config)
         index = torch.cat(indices)
         logits = torch.empty((int(index.max()) + 1, chunks[0].shape[-1]), dtype=chunks[0].dtype)
         logits[index] = torch.cat(chunks)
-        return cls(logits)
+        return cls(logits, task)
 
     def to(self, device: torch.device) -> CachedTeacher:
         self.logits = self.logits.to(device)
@@ -112,7 +112,8 @@ class CachedTeacher:
                  values: bool = False) -> Features:
         if hidden or attentions or values:
             raise fail("the teacher-logit cache holds logits only", "disable the cache for objectives with hidden or attention terms")
-        return Features(logits=self.logits[batch["index"]], attention_mask=batch["attention_mask"], labels=batch.get("labels"))
+        return Features(logits=self.logits[batch["index"]], attention_mask=batch["attention_mask"], labels=batch.get("labels"),
+                        task=self.task)
 
 
 def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool = False,
@@ -136,6 +137,7 @@ def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool
         attentions=output.attentions if attentions else None,
         values=tuple(split_heads(v, heads) for v in captured) if values else None,
         labels=batch.get("labels"),
+        task=task_of(model.config),
     )
 
 
@@ -197,7 +199,7 @@ def build_student(teacher: PreTrainedModel, config: StudentConfig) -> PreTrained
     if config.init not in ("teacher", "random"):
         return load_model_dir(config.init)
     cfg = student_config(teacher.config, config)
-    student = AutoModelForSequenceClassification.from_config(cfg, attn_implementation="sdpa")
+    student = task_of(cfg).model_class.from_config(cfg, attn_implementation="sdpa")
     if config.init == "teacher":
         layers = config.teacher_layers or default_teacher_layers(teacher.config.num_hidden_layers, config.num_layers)
         init_from_teacher(student, teacher, tuple(layers))

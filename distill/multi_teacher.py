@@ -9,8 +9,8 @@ distributions:
 
 This holds at the MultiTeacher's own `temperature`, which must therefore equal the kd term's temperature. At
 another kd temperature T' the student sees the mixture sharpened (T' < T) or flattened (T' > T) by T / T'.
-A temperature schedule on the kd term is not followed. With one-output regression heads there is no
-distribution; the logits are then the weighted mean of the teachers' outputs, which `kd` fits by MSE.
+A temperature schedule on the kd term is not followed. The task mixes (alembert.tasks: Task.mix): a regression
+task has no distribution and takes the weighted mean of the teachers' outputs, which `kd` fits by MSE.
 The same holds for masked-LM teachers: the mixture is taken over the vocabulary at every token.
 """
 
@@ -66,22 +66,10 @@ class MultiTeacher:
         if hidden or attentions or values:
             raise fail("a multi-teacher gives soft targets only; hidden-state and attention terms need one teacher",
                        "use a recipe of kd and hard terms with several teachers, or a single teacher for layer-wise terms")
-        logits = [forward_features(t.model, batch).logits for t in self.teachers]
-        return Features(logits=mix_logits(logits, self.weights, self.temperature),
-                        attention_mask=batch["attention_mask"], labels=batch.get("labels"))
-
-
-def mix_logits(logits: Sequence[Tensor], weights: Tensor, temperature: float) -> Tensor:
-    """T * log(sum_i w_i softmax(z_i / T)) over the last axis; for one output, the weighted mean of outputs.
-
-    Computed as a weighted logsumexp of log-probabilities, so confident teachers do not underflow.
-    """
-    stacked = torch.stack([z.float() for z in logits])  # (teachers, ..., classes)
-    w = weights.to(stacked.device).view(-1, *([1] * (stacked.dim() - 1)))
-    if stacked.shape[-1] == 1:
-        return (w * stacked).sum(dim=0)
-    log_probs = torch.log_softmax(stacked / temperature, dim=-1)
-    return temperature * torch.logsumexp(log_probs + w.log(), dim=0)
+        outputs = [forward_features(t.model, batch) for t in self.teachers]
+        task = outputs[0].task
+        return Features(logits=task.mix([o.logits for o in outputs], self.weights, self.temperature),
+                        attention_mask=batch["attention_mask"], labels=batch.get("labels"), task=task)
 
 
 def soft_target_temperature(stages: Sequence) -> float:

@@ -7,12 +7,14 @@ turns that configuration into Objectives, plus any trainable helper modules a te
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
 from torch import nn
 from transformers import PretrainedConfig
 
+from alembert.config import from_dict
 from alembert.errors import fail
 from distill.terms.layerwise import HiddenProjection
 from distill.losses import LOSSES, Objective, Term
@@ -67,8 +69,31 @@ class RecipeConfig:
     stages: tuple[StageConfig, ...] = (StageConfig(),)
 
 
-def _schedules(raw: dict) -> tuple[tuple[str, Schedule], ...]:
-    return tuple((key, value if isinstance(value, Schedule) else Schedule(**value)) for key, value in raw.items())
+# Term arguments that the engine (mask) or the stage (a shared projection) supplies, never the recipe.
+SUPPLIED = frozenset({"mask", "projection"})
+
+
+def term_parameters(name: str) -> frozenset[str]:
+    """The parameters a recipe may set on the registered term `name`: its keyword-only arguments."""
+    signature = inspect.signature(LOSSES[name].fn)
+    return frozenset(p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY) - SUPPLIED
+
+
+def check_recipe(recipe: RecipeConfig) -> None:
+    """Every term known, every parameter and schedule one its term takes: one line before any model loads."""
+    for stage in recipe.stages:
+        for term in stage.terms:
+            allowed = term_parameters(term.name)
+            unknown = sorted(set(term.params) - allowed) + sorted(set(term.schedules) - allowed - {"weight"})
+            if unknown:
+                raise fail(f"recipe stage '{stage.name}': the {term.name} term has no parameter {', '.join(unknown)}",
+                           f"its parameters are: {', '.join(sorted(allowed)) or '(none)'}; schedules may also name weight")
+            _schedules(term.schedules, f"{stage.name}.{term.name}.schedules.")
+
+
+def _schedules(raw: dict, path: str = "schedules.") -> tuple[tuple[str, Schedule], ...]:
+    return tuple((key, value if isinstance(value, Schedule) else from_dict(Schedule, value, path=f"{path}{key}."))
+                 for key, value in raw.items())
 
 
 def stage_objective(stage: StageConfig, student: PretrainedConfig, teacher: PretrainedConfig) -> tuple[Objective, tuple[nn.Module, ...]]:

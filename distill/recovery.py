@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 from torch.utils.data import DataLoader
 
+from alembert.tasks.base import Task
 from alembert.training import KDConfig, TrainConfig
 from distill.engine import fit
 from distill.losses import kd_objective
@@ -12,7 +13,7 @@ from distill.models import Teacher
 
 
 def kd_recovery(student: nn.Module, teacher: nn.Module, train: DataLoader, dev: DataLoader | None, *, kd: KDConfig,
-                train_config: TrainConfig, regression: bool) -> nn.Module:
+                train_config: TrainConfig, task: Task) -> nn.Module:
     """Train `student` towards the frozen `teacher` (the model from before compression) on `train`."""
-    fit(student, train, dev, kd_objective(kd, regression=regression), train_config, teacher=Teacher(teacher), desc="recovery")
+    fit(student, train, dev, kd_objective(kd, task=task), train_config, teacher=Teacher(teacher), desc="recovery")
     return student.eval()

@@ -5,7 +5,7 @@ so in one epoch no rank (and no worker) sees an example another one sees, and no
 Rows carry "index" = the line number, which is what the teacher-logit cache looks rows up by.
 
     dataset = LineDataset("train.jsonl", jsonl_task_encoder(tokenizer, 128, label_names=("neg", "pos")))
-    train = stream_loader(dataset, tokenizer, batch_size=32, regression=False, num_workers=2)
+    train = stream_loader(dataset, tokenizer, batch_size=32, task=task_named("classification"), num_workers=2)
     fit(student, train, dev, objective, config, teacher=teacher)
 """
 
@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from distill import distributed
 from alembert.data import make_collate
+from alembert.tasks.base import Task
 from alembert.errors import fail
 
 LineEncoder = Callable[[int, str], "dict | None"]  # (line number, line) -> an encoded row, or None to skip the line
@@ -107,6 +108,6 @@ def jsonl_task_encoder(tokenizer, max_length: int, *, label_names: tuple[str, ..
     return encode_line
 
 
-def stream_loader(dataset: LineDataset, tokenizer, *, batch_size: int, regression: bool, num_workers: int = 0) -> DataLoader:
+def stream_loader(dataset: LineDataset, tokenizer, *, batch_size: int, task: Task, num_workers: int = 0) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                      collate_fn=make_collate(tokenizer.pad_token_id or 0, regression))
+                      collate_fn=make_collate(tokenizer.pad_token_id or 0, task))

@@ -20,6 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from alembert.families import LAYER_PARTS, family, history
+from alembert.tasks.base import Task
+from alembert.tasks import task_of
 from alembert.compact import compact_for_export
 from alembert.data import DataConfig, load_task
 from alembert.errors import AlembertError, atomic_dir, fail
@@ -44,6 +46,7 @@ class TaskFeeds:
     calibration: tuple[dict[str, np.ndarray], ...]
     metric_feeds: tuple[dict[str, np.ndarray], ...]
     labels: np.ndarray
+    task: Task
     split: str
     texts: tuple[str, ...]
     label_note: str
@@ -166,7 +169,7 @@ def check(precision: str, candidate: Candidate, judge: Judge, base_entry: dict |
         return entry, f"max abs difference from PyTorch {diff:.3g} exceeds the {precision} tolerance {tolerance:g}"
     if judge.task is not None:
         runner = ort_runner(checks.session(candidate.path))
-        entry["metric_name"], metrics = evaluate(runner, judge.task.metric_feeds, judge.task.labels)
+        entry["metric_name"], metrics = evaluate(runner, judge.task.metric_feeds, judge.task.labels, judge.task.task)
         entry["metric"] = metrics[entry["metric_name"]]
         if base_entry is not None:
             entry["metric_drop"] = base_entry["metric"] - entry["metric"]
@@ -202,8 +205,8 @@ def load_task_feeds(config: ExportConfig, tokenizer, labels: tuple[str, ...], mo
     return TaskFeeds(calibration=calibration_batches(tokenizer, [r.text for r in task.splits["train"]], names,
                                                      config.calibration.samples, max_length),
                      metric_feeds=batches(metric_rows, EVAL_BATCH),
-                     labels=np.array([r.label for r in metric_rows], dtype=np.float32 if task.regression else np.int64),
-                     split=split, texts=texts + (" ".join(texts),), label_note=note)
+                     labels=torch.tensor([r.label for r in metric_rows], dtype=task.task.label_dtype).numpy(),
+                     task=task.task, split=split, texts=texts + (" ".join(texts),), label_note=note)
 
 
 def calibration_batches(tokenizer, texts: list[str], names, samples: int, max_length: int) -> tuple[dict[str, np.ndarray], ...]:
@@ -217,9 +220,9 @@ def calibration_batches(tokenizer, texts: list[str], names, samples: int, max_le
 
 def _load_labelled(data: DataConfig, labels: tuple[str, ...]):
     """Map the data's labels onto the model's classes: by name, or by index when the data uses 0..n-1."""
-    if data.task_type == "regression":
-        return load_task(data), "regression targets"
     found = load_task(data).label_names
+    if found is None:  # the task has no label names (regression targets)
+        return load_task(data), f"{data.task_type} targets"
     if set(found) <= set(labels):
         return load_task(data, labels), "data labels matched to the model's label names"
     if all(name.isdigit() and int(name) < len(labels) for name in found):
@@ -261,7 +264,7 @@ def build_manifest(entries: dict, names: tuple[str, ...], model, config: ExportC
     task = judge.task
     if task is not None:
         runner = torch_runner(model)
-        pytorch["metric_name"], metrics = evaluate(runner, task.metric_feeds, task.labels)
+        pytorch["metric_name"], metrics = evaluate(runner, task.metric_feeds, task.labels, task.task)
         pytorch["metric"] = metrics[pytorch["metric_name"]]
     accepted = [name for name, entry in entries.items() if "skipped" not in entry]
     return {
@@ -273,7 +276,9 @@ def build_manifest(entries: dict, names: tuple[str, ...], model, config: ExportC
         "inputs": list(names),
         "output": OUTPUT_NAME,
         "labels": list(label_names(model)),
-        "problem_type": model.config.problem_type or ("regression" if model.config.num_labels == 1 else "single_label_classification"),
+        "task": task_of(model.config).name,
+        "problem_type": task_of(model.config).problem_type,
+        "decoder": task_of(model.config).decoder,  # export.runtime decodes outputs with alembert.decoding's entry
         "max_length": config.max_length,
         "truncation": f"texts longer than {config.max_length} tokens are cut at the end (right truncation)",
         "default_variant": "optimized" if "optimized" in accepted else BASE,

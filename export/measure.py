@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from alembert.metrics import primary_metric, task_metrics
+from alembert.tasks.base import Task
 
 Feed = dict[str, np.ndarray]
 
@@ -95,12 +95,11 @@ def time_in_turns(runners: dict, feed: Feed, *, runs: int, warmup: int, rounds: 
             for name, times in samples.items()}
 
 
-def evaluate(run: Callable[[Feed], object], feeds: Sequence[Feed], labels: np.ndarray) -> tuple[str, dict[str, float]]:
-    """Task metrics of any runner (ORT or PyTorch) on pre-encoded batches, and the name of the primary one."""
+def evaluate(run: Callable[[Feed], object], feeds: Sequence[Feed], labels: np.ndarray, task: Task) -> tuple[str, dict[str, float]]:
+    """`task`'s metrics of any runner (ORT or PyTorch) on pre-encoded batches, and the name of its primary one."""
     outputs = [np.asarray(_logits(run(feed)), dtype=np.float32) for feed in feeds]
     logits = torch.from_numpy(np.concatenate(outputs))
-    metrics = task_metrics(logits, torch.from_numpy(labels))
-    return primary_metric(metrics), metrics
+    return task.primary_metric, task.metrics(logits, torch.from_numpy(labels))
 
 
 def _logits(output) -> np.ndarray:

@@ -46,10 +46,11 @@ def probe_onnx(path: str, batch: int, seq: int, threads: int) -> None:
 
 def probe_pytorch(path: str, batch: int, seq: int, threads: int) -> None:
     import torch
-    from transformers import AutoModelForSequenceClassification
+
+    from alembert.modeldir import load_model_dir  # the task's Auto class, from the model's config
 
     torch.set_num_threads(threads)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    model = load_model_dir(path).eval()
     with torch.inference_mode():  # token types default to zeros, and DistilBERT takes none
         model(**{name: torch.from_numpy(array) for name, array in feed(INPUT_NAMES[:2], batch, seq).items()})
 

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from alembert.errors import fail
+from alembert.tasks import task_of
 
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
 MIN_OPSET = 17
@@ -77,14 +78,14 @@ def export_onnx(model: PreTrainedModel, tokenizer, path: Path, *, opset: int = M
     if opset < MIN_OPSET:
         raise fail(f"opset={opset} is too old", f"use opset={MIN_OPSET} or newer")
     names = model_input_names(model, tokenizer)
-    axes = {name: {0: "batch", 1: "sequence"} for name in names}
-    axes[OUTPUT_NAME] = {0: "batch"}
+    outputs = task_of(model.config).onnx_outputs()  # the task names its outputs and their dynamic axes
+    axes = {name: {0: "batch", 1: "sequence"} for name in names} | outputs
     with export_patches(model), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes; parity checks catch real problems
         wrapper = LogitsOnly(model, names).eval()
         try:
             torch.onnx.export(wrapper, example_inputs(tokenizer, names), str(path), input_names=list(names),
-                              output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=opset, dynamo=False)
+                              output_names=list(outputs), dynamic_axes=axes, opset_version=opset, dynamo=False)
         except Exception as err:  # the exporter raises many types (RuntimeError, SymbolicValueError, TypeError...)
             family = getattr(model.config, "model_type", type(model).__name__)
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]

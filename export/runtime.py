@@ -5,7 +5,8 @@
 
 An item is a text, or a pair of texts (a tuple or list of two strings, for sentence-pair tasks).
 Every item gets a result or a per-item error; nothing an item contains can crash the batch.
-On a device, copy this file, export/__init__.py, alembert/__init__.py and alembert/errors.py (all torch-free).
+On a device, copy this file, predict.py, export/__init__.py and alembert/{__init__,errors,registry,decoding}.py
+(all torch-free).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from alembert.decoding import DECODERS
 from alembert.errors import fail
 
 MANIFEST = "manifest.json"
@@ -108,11 +110,6 @@ def text_problem(text: object, expected: str) -> str | None:
     return None
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 class Predictor:
     """A bundle variant ready to classify text. `variant=None` takes the bundle's default (the fused fp32 graph)."""
 
@@ -127,7 +124,7 @@ class Predictor:
         self.max_length = int(self.manifest.get("max_length", 128))
         self.tokenizer, self.pad_id = load_tokenizer(self.bundle, self.max_length)
         self.labels = list(self.manifest.get("labels") or [])
-        self.regression = self.manifest.get("problem_type") == "regression"
+        self.decode = DECODERS.get(decoder_name(self.manifest))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.batch_size = max(1, batch_size)
 
@@ -159,10 +156,9 @@ class Predictor:
         return [self._result(row, bool(encoding.overflowing)) for row, encoding in zip(logits, encodings)]
 
     def _result(self, logits: np.ndarray, truncated: bool) -> dict:
-        if self.regression:
-            return {"score": float(logits[0]), "truncated": truncated}
-        probabilities = softmax(logits)
-        labels = self.labels if len(self.labels) == len(probabilities) else [str(i) for i in range(len(probabilities))]
-        return {"label": labels[int(probabilities.argmax())],
-                "probabilities": {label: float(p) for label, p in zip(labels, probabilities)},
-                "truncated": truncated}
+        return {**self.decode(logits, self.labels), "truncated": truncated}
+
+
+def decoder_name(manifest: dict) -> str:
+    """The task's decoder the manifest names; bundles from before format 2 say only their problem_type."""
+    return manifest.get("decoder") or ("score" if manifest.get("problem_type") == "regression" else "softmax")

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, PreTrainedModel
 
-from compress.cli import CompressStage, run_stage
+from compress.cli import CompressStage, build_steps, run_stage
 from compress.pipeline import TaskLoaders
 from distill import distributed
 from alembert.data import DataConfig, TaskData, encode, load_task, loader
@@ -27,8 +27,7 @@ from alembert.evaluate import predict_logits
 from alembert.config import bounded, one_of
 from alembert.errors import AlembertError, fail
 from alembert.training import KDConfig
-from distill.recipes import RecipeConfig, StageConfig, TermConfig, stage_objective
-from alembert.metrics import task_metrics, teacher_agreement
+from distill.recipes import RecipeConfig, StageConfig, TermConfig, check_recipe, stage_objective
 from distill.augment import AugmentConfig, augment_with
 from distill.recovery import kd_recovery
 from distill.mlm import CorpusConfig, MaskingConfig, distil_mlm
@@ -43,7 +42,7 @@ FINETUNE_KEY_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_rat
                        "precision")
 HARD_LABELS = StageConfig(name="hard labels", terms=(TermConfig("hard", 1.0),))
 EvalCallback = Callable[[int, dict[str, float]], None]  # (step, dev metrics) after each evaluation
-SUMMARY_COLUMNS = ["model", "layers", "accuracy", "agreement", "kl_to_teacher", "params", "non_embedding_params", "size_mb", "latency_ms", "train_s"]
+SIZE_COLUMNS = ["params", "non_embedding_params", "size_mb", "latency_ms", "train_s"]
 
 
 @dataclass(frozen=True)
@@ -96,8 +95,9 @@ class Setup:
 
 def setup(config: RunConfig) -> Setup:
     """Resolve the teacher, load and validate the data and tokenise it: every bad input fails here, before training."""
-    if config.finetune.mode not in FINETUNE_MODES:
-        raise fail(f"finetune.mode={config.finetune.mode} is unknown", f"use one of {', '.join(FINETUNE_MODES)}")
+    check_recipe(config.recipe)  # a misspelt term parameter fails here, not as a TypeError mid-training
+    if config.compress.passes:
+        build_steps(config.compress.passes, config.compress.settings)  # and a bad pass setting, not after training
     source = resolve_source(config.teacher)
     tokenizer = load_tokenizer(source)
     task = load_task(config.data)
@@ -117,7 +117,7 @@ def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
     def build(split: str, shuffle: bool) -> DataLoader:
         rows = encode(task.splits[split], tokenizer, config.data.max_length)
         size = config.train.batch_size if shuffle else config.train.eval_batch_size
-        return loader(rows, tokenizer, batch_size=size, regression=task.regression, shuffle=shuffle, seed=config.train.seed)
+        return loader(rows, tokenizer, batch_size=size, task=task.task, shuffle=shuffle, seed=config.train.seed)
 
     eval_split = "test" if "test" in task.splits else "dev" if "dev" in task.splits else "train"
     dev = build("dev", False) if "dev" in task.splits else None
@@ -136,7 +136,7 @@ def prepare_teacher(run: Setup, config: RunConfig, *, out_dir: Path | None = Non
     With `out_dir`, the fine-tune checkpoints to out_dir/checkpoints/<name>-finetune/ as train.checkpoint_every
     and train.resume ask, so a killed fine-tune resumes like the student stages; None writes no checkpoints.
     """
-    model, head_trained = load_classifier(run.source, run.task.label_names, regression=run.task.regression)
+    model, head_trained = load_classifier(run.source, run.task.label_names, task=run.task.task)
     if run.teacher_labels and run.task.label_names and set(run.teacher_labels) != set(run.task.label_names):
         head_trained = False  # a head trained for other labels is as good as none for this task
     needs_finetune = config.finetune.mode == "always" or (config.finetune.mode == "auto" and not head_trained)
@@ -147,7 +147,7 @@ def prepare_teacher(run: Setup, config: RunConfig, *, out_dir: Path | None = Non
     if (cache / "config.json").is_file():
         tqdm.write(f"reusing the fine-tuned teacher cached at {cache}")
         try:
-            return load_classifier(str(cache), run.task.label_names, regression=run.task.regression)[0], str(cache)
+            return load_classifier(str(cache), run.task.label_names, task=run.task.task)[0], str(cache)
         except AlembertError:
             raise fail(f"the cached teacher at {cache} is corrupt", f"delete {cache} and run again") from None
     tqdm.write(f"fine-tuning the teacher first ({reason}); the result is cached at {cache}")
@@ -177,7 +177,7 @@ def _finetune_key(run: Setup, config: RunConfig) -> str:
     digest = hashlib.sha256()
     settings = {name: getattr(config.finetune.train, name) for name in FINETUNE_KEY_FIELDS}
     digest.update(json.dumps([run.source, settings, config.data.max_length,
-                              run.task.label_names, run.task.task_type]).encode())
+                              run.task.label_names, run.task.task.name]).encode())
     weights = Path(run.source) / "model.safetensors"
     if weights.is_file():
         digest.update(str(weights.stat().st_size).encode() + str(weights.stat().st_mtime_ns).encode())
@@ -191,9 +191,9 @@ def describe(name: str, model: PreTrainedModel, model_dir: Path | str, run: Setu
     """One summary row: metric on the eval split, closeness to the teacher, size and batch-1 latency."""
     logits, labels = predict_logits(model, run.loaders.eval)
     total, non_embedding = count_parameters(model)
-    row = {"model": name, "layers": model.config.num_hidden_layers, **task_metrics(logits, labels)}
+    row = {"model": name, "layers": model.config.num_hidden_layers, **run.task.task.metrics(logits, labels)}
     if teacher_logits is not None:
-        row.update(teacher_agreement(logits, teacher_logits))
+        row.update(run.task.task.agreement(logits, teacher_logits))
     row.update(params=total, non_embedding_params=non_embedding, size_mb=size_on_disk_mb(model_dir),
                latency_ms=latency_ms(model, seq_len=config.latency_seq_len), train_s=round(train_s, 1))
     return row
@@ -268,9 +268,14 @@ def run(config: RunConfig, out_dir: str | Path, on_evaluate: EvalCallback | None
             compress_student(student, prepared, config, out_dir)
     if not main:
         return rows
-    table = save_table(rows, SUMMARY_COLUMNS, out_dir, "summary")
+    table = save_table(rows, summary_columns(prepared.task.task), out_dir, "summary")
     print(f"\nResults on the {prepared.loaders.eval_split} split ({out_dir}):\n{table}")
     return rows
+
+
+def summary_columns(task) -> list[str]:
+    """The summary table's columns: the task's metric columns between the model and its size and speed."""
+    return ["model", "layers", *task.summary_columns, *SIZE_COLUMNS]
 
 
 def build_teacher(run: Setup, first: PreTrainedModel, config: RunConfig, *,
@@ -307,5 +312,5 @@ def run_masked_lm(config: RunConfig, out_dir: Path) -> list[dict]:
 
 def compress_student(student: PreTrainedModel, run: Setup, config: RunConfig, out_dir: Path) -> None:
     """Run the compression passes on a copy of the distilled student; writes out_dir/compressed/."""
-    data = TaskLoaders(train=run.loaders.train, dev=run.loaders.dev, regression=run.task.regression)
+    data = TaskLoaders(train=run.loaders.train, dev=run.loaders.dev, task=run.task.task)
     run_stage(copy.deepcopy(student), run.tokenizer, config.compress, data, out_dir / "compressed", distiller=kd_recovery)

@@ -385,6 +385,16 @@ def test_taylor_without_data_and_recovery_after_quantization_are_refused(make_mo
                      data=data, recovery=RecoveryConfig())
 
 
-def test_pass_configs_are_frozen():
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        PruneFfnConfig().ratio = 0.9  # type: ignore[misc]
+def test_the_registry_refuses_a_config_that_is_not_a_frozen_dataclass():
+    @dataclasses.dataclass
+    class MutableConfig:
+        ratio: float = 0.5
+
+    class PlainConfig:
+        ratio = 0.5
+
+    for config_type in (MutableConfig, PlainConfig):
+        with pytest.raises(TypeError, match=f"{config_type.__name__} must be a frozen dataclass"):
+            register_pass("not_frozen", config_type)
+    with pytest.raises(AlembertError, match="unknown compression pass 'not_frozen'"):
+        config_from_name("not_frozen")  # nothing was registered on the way

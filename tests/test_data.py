@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from alembert.tasks import task_named
 from alembert.data import DataConfig, encode, load_task, loader
 from alembert.demo import DemoConfig, generate
 from alembert.errors import AlembertError
@@ -65,7 +66,7 @@ def test_tokenisation_truncates_and_pads_per_batch(tmp_path):
     task = load_task(DataConfig(demo=DemoConfig(train_size=8, dev_size=2, test_size=2)))
     rows = encode(task.splits["train"], tokenizer, max_length=6)
     assert max(len(r["input_ids"]) for r in rows) <= 6
-    batch = next(iter(loader(rows, tokenizer, batch_size=8, regression=False)))
+    batch = next(iter(loader(rows, tokenizer, batch_size=8, task=task_named("classification"))))
     width = max(len(r["input_ids"]) for r in rows)
     assert batch["input_ids"].shape == (8, width)
     assert torch.equal(batch["attention_mask"].sum(1), torch.tensor([len(r["input_ids"]) for r in rows]))

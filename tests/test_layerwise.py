@@ -10,15 +10,16 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from alembert.errors import AlembertError
 from distill.terms.layerwise import HiddenProjection, layer_map, split_heads, value_relation
+from alembert.tasks import task_named
 from distill.losses import LOSSES, Objective, Term
 from distill.models import Features
 
 MASK = torch.tensor([[1, 1, 0]])  # one sequence, two real tokens and one pad
 
 
-def feats(hidden=None, attentions=None, values=None, logits=None, mask=MASK) -> Features:
+def feats(hidden=None, attentions=None, values=None, logits=None, mask=MASK, task="classification") -> Features:
     return Features(logits=torch.zeros(mask.shape[0], 2) if logits is None else logits, attention_mask=mask,
-                    hidden_states=hidden, attentions=attentions, values=values)
+                    hidden_states=hidden, attentions=attentions, values=values, task=task_named(task))
 
 
 def loss(name: str, student: Features, teacher: Features, **params) -> float:
@@ -176,8 +177,8 @@ def test_tinybert_prediction_soft_cross_entropy_by_hand():
     assert loss("tinybert_pred", student, teacher) == pytest.approx(expected)
     # soft CE = KL + teacher entropy (ln 2 here): same gradients as kd
     assert loss("tinybert_pred", student, teacher) - loss("kd", student, teacher) == pytest.approx(math.log(2))
-    regression = loss("tinybert_pred", feats(logits=torch.tensor([[1.0], [3.0]]), mask=torch.ones(2, 3)),
-                      feats(logits=torch.tensor([[0.0], [1.0]]), mask=torch.ones(2, 3)))
+    regression = loss("tinybert_pred", feats(logits=torch.tensor([[1.0], [3.0]]), mask=torch.ones(2, 3), task="regression"),
+                      feats(logits=torch.tensor([[0.0], [1.0]]), mask=torch.ones(2, 3), task="regression"))
     assert regression == pytest.approx((1 + 4) / 2)
 
 

@@ -7,13 +7,14 @@ import torch.nn.functional as F
 from alembert.errors import AlembertError
 from alembert.training import KDConfig
 from distill.losses import Objective, Term, kd_objective, register, soft_targets
+from alembert.tasks import task_named
 from distill.models import Features
 
 
-def _features(logits, labels=None):
+def _features(logits, labels=None, task="classification"):
     logits = torch.as_tensor(logits, dtype=torch.float32)
     return Features(logits=logits, attention_mask=torch.ones(logits.shape[0], 3, dtype=torch.long),
-                    labels=None if labels is None else torch.as_tensor(labels))
+                    labels=None if labels is None else torch.as_tensor(labels), task=task_named(task))
 
 
 def test_soft_target_loss_matches_a_hand_computation():
@@ -34,7 +35,7 @@ def test_soft_target_loss_matches_a_hand_computation():
 def test_kd_objective_mixes_hard_and_soft_by_alpha():
     student = _features([[1.0, -1.0], [0.2, 0.3]], labels=[1, 0])
     teacher = _features([[0.5, 0.5], [2.0, -2.0]])
-    total, parts = kd_objective(KDConfig(temperature=3.0, alpha=0.25))(student, teacher)
+    total, parts = kd_objective(KDConfig(temperature=3.0, alpha=0.25), task=task_named("classification"))(student, teacher)
     hard = F.cross_entropy(student.logits, student.labels).item()
     soft = soft_targets(student.logits, teacher.logits, 3.0).item()
     assert parts == pytest.approx({"hard": hard, "kd": soft})
@@ -55,9 +56,9 @@ def test_soft_target_gradients_keep_their_magnitude_across_temperatures():
 
 
 def test_regression_distils_with_mse():
-    student = _features([[0.5], [1.5]], labels=[1.0, 1.0])
-    teacher = _features([[1.0], [1.0]])
-    total, parts = kd_objective(KDConfig(alpha=0.5), regression=True)(student, teacher)
+    student = _features([[0.5], [1.5]], labels=[1.0, 1.0], task="regression")
+    teacher = _features([[1.0], [1.0]], task="regression")
+    total, parts = kd_objective(KDConfig(alpha=0.5), task=task_named("regression"))(student, teacher)
     assert set(parts) == {"hard", "logit_mse"}
     assert parts["logit_mse"] == pytest.approx(0.25)
     assert total.item() == pytest.approx(0.5 * 0.25 + 0.5 * 0.25)
@@ -65,9 +66,9 @@ def test_regression_distils_with_mse():
 
 def test_bad_kd_settings_and_unknown_terms_are_refused():
     with pytest.raises(AlembertError, match="alpha"):
-        kd_objective(KDConfig(alpha=1.5))
+        kd_objective(KDConfig(alpha=1.5), task=task_named("classification"))
     with pytest.raises(AlembertError, match="temperature"):
-        kd_objective(KDConfig(temperature=0.0))
+        kd_objective(KDConfig(temperature=0.0), task=task_named("classification"))
     with pytest.raises(AlembertError, match="unknown loss term"):
         Objective((Term("no_such_term", 1.0),))
 
@@ -91,7 +92,7 @@ def test_nan_loss_stops_with_the_step_and_the_term(tiny_dir):
         tokenizer = load_tokenizer(str(tiny_dir("bert")))
         from alembert.data import Example
         rows = encode([Example("the movie was good", None, 1)] * 4, tokenizer, 16)
-        data = loader(rows, tokenizer, batch_size=2, regression=False)
+        data = loader(rows, tokenizer, batch_size=2, task=task_named("classification"))
         with pytest.raises(AlembertError, match=r"nan at step 0 \(epoch 1\) in term 'always_nan'"):
             fit(model, data, None, Objective((Term("always_nan", 1.0),)), TrainConfig(epochs=1))
     finally:

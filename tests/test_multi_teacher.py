@@ -16,7 +16,8 @@ from alembert.training import KDConfig
 from distill.losses import kd_objective, soft_targets
 from distill.models import StudentConfig, build_student
 from alembert.modeldir import load_classifier
-from distill.multi_teacher import MultiTeacher, check_same_tokenizer, mix_logits, soft_target_temperature
+from alembert.tasks import task_named
+from distill.multi_teacher import MultiTeacher, check_same_tokenizer, soft_target_temperature
 from distill.recipes import StageConfig, TermConfig
 
 
@@ -28,7 +29,7 @@ def two_teachers(tiny_dir):
 def batch_of(directory, texts=("the movie was good", "the plot is dull", "a truly awful ending")):
     tokenizer = tiny_tokenizer(directory / "tok-mt")
     rows = encode([Example(t, None, i % 2) for i, t in enumerate(texts)], tokenizer, 32)
-    return next(iter(loader(rows, tokenizer, batch_size=len(rows), regression=False))), tokenizer
+    return next(iter(loader(rows, tokenizer, batch_size=len(rows), task=task_named("classification")))), tokenizer
 
 
 def test_soft_targets_are_the_weighted_mixture(two_teachers, tiny_dir):
@@ -53,12 +54,12 @@ def test_moving_a_multi_teacher_moves_every_teacher(tiny_dir):
 
 def test_one_output_heads_average_their_outputs():
     z1, z2 = torch.tensor([[1.0], [3.0]]), torch.tensor([[5.0], [-1.0]])
-    assert torch.allclose(mix_logits([z1, z2], torch.tensor([0.25, 0.75]), 4.0), torch.tensor([[4.0], [0.0]]))
+    assert torch.allclose(task_named("regression").mix([z1, z2], torch.tensor([0.25, 0.75]), 4.0), torch.tensor([[4.0], [0.0]]))
 
 
 def test_mixture_of_confident_teachers_stays_finite():
     z1, z2 = torch.tensor([[1000.0, -1000.0]]), torch.tensor([[-1000.0, 1000.0]])
-    mixed = mix_logits([z1, z2], torch.tensor([0.5, 0.5]), 1.0)
+    mixed = task_named("classification").mix([z1, z2], torch.tensor([0.5, 0.5]), 1.0)
     assert torch.isfinite(mixed).all()
     assert torch.allclose(F.softmax(mixed, -1), torch.tensor([[0.5, 0.5]]))
 
@@ -94,10 +95,10 @@ def test_bad_teacher_sets_are_refused(two_teachers, tiny_dir):
 def test_fit_distils_from_a_multi_teacher(two_teachers, tiny_dir):
     tokenizer = tiny_tokenizer(tiny_dir("bert", 2) / "tok-mt")
     rows = encode([Example(t, None, i % 2) for i, t in enumerate(["the movie was good", "the plot is dull"] * 4)], tokenizer, 32)
-    data = loader(rows, tokenizer, batch_size=4, regression=False)
+    data = loader(rows, tokenizer, batch_size=4, task=task_named("classification"))
     teacher = MultiTeacher(two_teachers, [0.25, 0.75], temperature=2.0)
     student = build_student(teacher.model, StudentConfig(num_layers=1))
-    objective = kd_objective(KDConfig(temperature=2.0, alpha=0.0))
+    objective = kd_objective(KDConfig(temperature=2.0, alpha=0.0), task=task_named("classification"))
     history = fit(student, data, None, objective, TrainConfig(epochs=1, batch_size=4), teacher=teacher)
     assert history.epochs[0]["kd"] > 0
 

@@ -18,7 +18,7 @@ from alembert.demo import DemoConfig
 from alembert.training import TrainConfig
 from alembert.evaluate import predict_logits
 from alembert.training import KDConfig
-from alembert.metrics import teacher_agreement
+from alembert.tasks import task_named
 from distill.models import StudentConfig
 from pipeline.run import FinetuneConfig, RunConfig, distil, prepare_teacher, run, setup
 
@@ -54,9 +54,9 @@ def test_short_distillation_lowers_the_kl_to_the_teacher(confident_teacher, tmp_
     teacher, _ = prepare_teacher(prepared, config)
     teacher_logits, _ = predict_logits(teacher, prepared.loaders.eval)
     untrained, _ = distil(prepared, teacher, replace(config, train=TrainConfig(epochs=0)), use_teacher=True)
-    before = teacher_agreement(predict_logits(untrained, prepared.loaders.eval)[0], teacher_logits)["kl_to_teacher"]
+    before = task_named("classification").agreement(predict_logits(untrained, prepared.loaders.eval)[0], teacher_logits)["kl_to_teacher"]
     student, _ = distil(prepared, teacher, config, use_teacher=True)
-    after = teacher_agreement(predict_logits(student, prepared.loaders.eval)[0], teacher_logits)["kl_to_teacher"]
+    after = task_named("classification").agreement(predict_logits(student, prepared.loaders.eval)[0], teacher_logits)["kl_to_teacher"]
     assert before > 0.05
     assert after < 0.7 * before
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from alembert.tasks import task_named
 from alembert.errors import AlembertError
 from distill.stream import LineDataset, jsonl_task_encoder, stream_loader
 
@@ -21,7 +22,7 @@ def _corpus(path, blank_every: int = 0):
 
 
 def _seen(dataset, tokenizer, workers: int) -> list[int]:
-    loader = stream_loader(dataset, tokenizer, batch_size=4, regression=False, num_workers=workers)
+    loader = stream_loader(dataset, tokenizer, batch_size=4, task=task_named("classification"), num_workers=workers)
     return [int(i) for batch in loader for i in batch["index"]]
 
 
@@ -65,7 +66,7 @@ def test_fit_trains_on_a_stream_with_a_cached_teacher(tiny_dir, tmp_path):
 
     tokenizer = load_tokenizer(str(tiny_dir("bert", 1)))
     dataset = LineDataset(_corpus(tmp_path / "train.jsonl"), jsonl_task_encoder(tokenizer, 16, label_names=("neg", "pos")))
-    train = stream_loader(dataset, tokenizer, batch_size=8, regression=False)
+    train = stream_loader(dataset, tokenizer, batch_size=8, task=task_named("classification"))
     student, _ = load_classifier(str(tiny_dir("bert", 1)))
     teacher, _ = load_classifier(str(tiny_dir("bert", 2)))
     objective = Objective((Term("hard", 0.5), Term("kd", 0.5, {"temperature": 2.0})))

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alembert.errors import fail
-from distill.losses import register
+from distill.losses import register, task_of_features
 from distill.models import Features, split_heads  # noqa: F401  split_heads is part of this module's API
 
 LAYER_KINDS = ("uniform", "last_k", "explicit")
@@ -248,16 +248,13 @@ def tinybert_attention_loss(student: Features, teacher: Features, *, mask: Tenso
 @register("tinybert_pred")
 def tinybert_prediction_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                              temperature: float = 1.0) -> Tensor:
-    """Soft cross-entropy -sum softmax(t/T) log_softmax(s/T), mean over the batch; MSE for a regression head.
+    """Soft cross-entropy -sum softmax(t/T) log_softmax(s/T), mean over the batch (the task's; MSE for regression).
 
     It equals `kd` without T² scaling plus the teacher's entropy (a constant), so the gradients match.
     """
     if temperature <= 0:
         raise fail(f"tinybert_pred temperature={temperature} must be positive", "use temperature=1 as TinyBERT does")
-    if student.logits.shape[-1] == 1:
-        return F.mse_loss(student.logits, teacher.logits)
-    teacher_probs = F.softmax(teacher.logits / temperature, dim=-1)
-    return -(teacher_probs * F.log_softmax(student.logits / temperature, dim=-1)).sum(-1).mean()
+    return task_of_features(student, "tinybert_pred").soft_cross_entropy(student.logits, teacher.logits, temperature)
 
 
 # ---------------------------------------------------------------- MiniLM

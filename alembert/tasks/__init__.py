@@ -1,0 +1,30 @@
+"""Tasks: one object per kind of task owns everything that differs between them, so no stage branches on it.
+
+A Task knows its Auto model class and head, how labels are read and collated, its logit-level losses (how
+soft and hard targets reduce), its metrics and the one that selects models, how close a student is to its
+teacher, its ONNX outputs, the torch-free decoder the runtime uses, and its summary columns. A saved model
+says its task through `config.problem_type` (transformers' own field); `task_of` reads it back.
+
+Each module of this package registers one task in TASKS on import; the registry imports them on first lookup.
+A new task is one module here plus its YAML and tests.
+"""
+
+from __future__ import annotations
+
+from alembert.registry import Registry
+
+TASKS = Registry("task", package="alembert.tasks")  # name -> Task, e.g. "classification", "regression"
+
+
+def task_named(name: str):
+    return TASKS.get(name)
+
+
+def task_of(config):
+    """The task of a model, from its config's problem_type (or, as transformers infers it, its label count)."""
+    problem_type = getattr(config, "problem_type", None)
+    for _, task in TASKS.items():
+        if problem_type == task.problem_type:
+            return task
+    fallback = "regression" if getattr(config, "num_labels", 2) == 1 else "classification"
+    return TASKS.get(fallback)
