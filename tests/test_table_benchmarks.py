@@ -18,6 +18,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from alembert.resolvers import register_resolvers
+
 from alembert.conf import CONF_DIR
 from benchmarks.table.cli import compose_rows
 from benchmarks.table.config import BenchConfig, RowSpec, check_rows
@@ -26,6 +28,7 @@ from benchmarks.table.report import pareto_flags
 from benchmarks.table.significance import paired_difference
 from alembert.errors import AlembertError
 
+register_resolvers(OmegaConf.register_new_resolver)  # the recipe files use one_minus and kd_params
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = {1: ["good", "great", "fine", "lovely"], 0: ["bad", "awful", "dull", "poor"]}
 
@@ -49,7 +52,10 @@ def composed_rows(config_name: str, *overrides: str) -> dict:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         raw = OmegaConf.to_container(compose(config_name=config_name, overrides=list(overrides)), resolve=True)
         raw.pop("hydra", None)
-        return {row.spec.id: row for row in compose_rows(from_dict(BenchConfig, raw))}
+        def compose_run(run_overrides: list[str]) -> dict:
+            return OmegaConf.to_container(compose(config_name="config", overrides=run_overrides), resolve=True)
+
+        return {row.spec.id: row for row in compose_rows(from_dict(BenchConfig, raw), compose_run)}
 
 
 def test_a_folder_without_the_files_is_refused_in_one_line(tmp_path):
