@@ -136,6 +136,8 @@ def prepare_teacher(run: Setup, config: RunConfig, *, out_dir: Path | None = Non
     With `out_dir`, the fine-tune checkpoints to out_dir/checkpoints/<name>-finetune/ as train.checkpoint_every
     and train.resume ask, so a killed fine-tune resumes like the student stages; None writes no checkpoints.
     """
+    # Seeded first: a head the checkpoint lacks is initialised at random, and torch's start-up seed differs per process.
+    seed_everything(config.finetune.train.seed)
     model, head_trained = load_classifier(run.source, run.task.label_names, task=run.task.task)
     if run.teacher_labels and run.task.label_names and set(run.teacher_labels) != set(run.task.label_names):
         head_trained = False  # a head trained for other labels is as good as none for this task

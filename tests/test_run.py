@@ -111,3 +111,18 @@ def test_cli_bad_input_is_one_line_without_traceback_and_leaves_no_output(tiny_d
     ours = [line for line in result.stderr.splitlines() if line.startswith("alembert: error:")]
     assert len(ours) == 1 or "Could not override" in result.stderr  # Hydra reports unknown keys itself
     assert not (tmp_path / "run").exists()
+
+
+def test_a_headless_teacher_gets_the_same_head_whatever_the_process_rng(tiny_dir, tmp_path):
+    """torch's start-up seed differs per process: the new head must come from finetune.train.seed alone."""
+    from transformers import BertModel
+
+    BertModel.from_pretrained(tiny_dir("bert")).save_pretrained(tmp_path / "encoder")  # no classifier head
+    AutoTokenizer.from_pretrained(tiny_dir("bert")).save_pretrained(tmp_path / "encoder")
+    config = _config(tmp_path / "encoder", tmp_path / "cache", finetune=FinetuneConfig(mode="never"))
+    prepared = setup(config)
+    heads = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # what a different import history or start-up seed would leave behind
+        heads.append(prepare_teacher(prepared, config)[0].classifier.weight.detach().clone())
+    assert torch.equal(heads[0], heads[1])
