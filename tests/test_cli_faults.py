@@ -168,7 +168,8 @@ def test_an_export_killed_while_writing_leaves_no_bundle_and_a_rerun_succeeds(ti
     process, log = start(tmp_path / "first", *args)
     kill_when(process, log, lambda: any(tmp_path.glob(".bundle.tmp-*")))
     assert not bundle.exists()  # the bundle appears whole, by one rename, or not at all
-    finish(tmp_path / "again", *args)  # the stale temporary directory is ignored
+    finish(tmp_path / "again", *args)  # the killed writer's temporary directory is removed, not reused
+    assert not any(tmp_path.glob(".bundle.tmp-*"))
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert set(manifest["variants"]) == {"fp32", "optimized"}
     assert all((bundle / entry["file"]).is_file() for entry in manifest["variants"].values())
@@ -183,7 +184,8 @@ def test_a_compress_killed_while_writing_leaves_no_model_and_a_rerun_succeeds(ti
     process, log = start(work, *args)
     kill_when(process, log, lambda: any(work.glob(".model.tmp-*")))
     assert not (work / "model").exists() and not (work / "compress_report.json").exists()
-    finish(work, *args)  # same run directory: the stale temporary directory is ignored
+    finish(work, *args)  # same run directory: the killed writer's temporary directory is removed
+    assert not any(work.glob(".model.tmp-*"))
     assert {"config.json", "model.safetensors"} <= {p.name for p in (work / "model").iterdir()}
     assert json.loads((work / "compress_report.json").read_text())[-1]["step"] == "prune_ffn"
     assert load_compressed(work / "model").config.intermediate_size < 64
