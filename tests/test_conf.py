@@ -174,7 +174,9 @@ def test_every_benchmark_mode_composes_its_rows(name, tmp_path):
     bench = _bench(composed(name, f"data_dir={tmp_path}"))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for mode in bench.modes:
-            rows = compose_rows(dataclasses.replace(bench, mode=mode))
+            rows = compose_rows(dataclasses.replace(bench, mode=mode),
+                                lambda overrides: OmegaConf.to_container(compose(config_name="config", overrides=overrides),
+                                                                         resolve=True))
             assert rows and all(isinstance(row.config, RunConfig) for row in rows)
 
 
