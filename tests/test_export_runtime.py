@@ -158,3 +158,35 @@ def test_bench_on_a_corrupt_variant_fails_in_one_line(bundle, tmp_path):
     (copy / "model.int8_dynamic.onnx").write_bytes(b"truncated")
     with pytest.raises(AlembertError, match="model.int8_dynamic.onnx is corrupt or not an ONNX model"):
         bench_main([str(copy), "--no-pytorch", "--no-memory", "--batches", "1", "--seqs", "8", "--runs", "2"])
+
+
+# The files the README tells a device to copy beside the bundle, and nothing else.
+DEVICE_FILES = ("export/__init__.py", "export/runtime.py", "export/predict.py", "alembert/__init__.py", "alembert/errors.py",
+                "alembert/registry.py", "alembert/decoding.py")
+
+
+def test_the_documented_device_files_alone_run_the_predictor(bundle, tmp_path):
+    device = tmp_path / "device"
+    for relative in DEVICE_FILES:
+        (device / relative).parent.mkdir(parents=True, exist_ok=True)
+        (device / relative).write_bytes((REPO / relative).read_bytes())
+    code = BLOCK_HEAVY + UNINSTALLED + ("import runpy; sys.argv = ['export.predict'] + sys.argv[1:]; "
+                                        "runpy.run_module('export.predict', run_name='__main__')")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", code, str(bundle), "a wonderful film"], capture_output=True, text=True,
+                            env=env, cwd=device)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["label"] in LABELS
+    loaded = "import json; print(json.dumps([m.__file__ for n, m in sys.modules.items() if n.split('.')[0] in ('alembert', 'export')]))"
+    probe = subprocess.run([sys.executable, "-c", UNINSTALLED + "import export.predict\n" + loaded], capture_output=True,
+                           text=True, env=env, cwd=device)
+    assert probe.returncode == 0 and all(path.startswith(str(device)) for path in json.loads(probe.stdout)), probe.stdout + probe.stderr
+
+
+# A device has no alembert installed: drop the editable install's finders, so only the copied files can be imported.
+UNINSTALLED = textwrap.dedent("""
+    import sys
+    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+    sys.path_hooks[:] = [h for h in sys.path_hooks if "__editable__" not in getattr(h, "__module__", "")]
+    sys.path_importer_cache.clear()
+""")
