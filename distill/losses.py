@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from alembert.tasks.base import Task
 from alembert.errors import fail
 from alembert.registry import Registry
+from alembert.tasks.base import soft_targets  # noqa: F401  (the KL the terms share, defined once in the base)
 from alembert.training import KDConfig
 from distill.models import Features
 
@@ -55,14 +55,6 @@ def task_of_features(features: Features, term: str) -> Task:
     if features.task is None:
         raise fail(f"the '{term}' term needs features that name their task", "build them with distill.models.forward_features")
     return features.task
-
-
-def soft_targets(student_logits: Tensor, teacher_logits: Tensor, temperature: float, *, scale_by_t2: bool = True) -> Tensor:
-    """Hinton's KL(teacher_T || student_T), averaged over the batch, times T² so gradients keep their size across T."""
-    log_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
-    kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
-    return kl * temperature**2 if scale_by_t2 else kl
 
 
 @dataclass(frozen=True)

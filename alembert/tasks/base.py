@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+
+def soft_targets(student_logits: Tensor, teacher_logits: Tensor, temperature: float, *, scale_by_t2: bool = True) -> Tensor:
+    """Hinton's KL(teacher_T || student_T), averaged over the batch (over tokens, for (tokens, vocab) rows), times T²
+    so gradients keep their size across T."""
+    log_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+    return kl * temperature**2 if scale_by_t2 else kl
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from alembert.errors import fail
 from alembert.tasks import TASKS
-from alembert.tasks.base import Task
+from alembert.tasks.base import Task, soft_targets
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,7 @@ class SequenceClassification(Task):
         return F.cross_entropy(logits, labels)
 
     def soft_loss(self, student: Tensor, teacher: Tensor, temperature: float, *, scale_by_t2: bool = True) -> Tensor:
-        """Hinton's KL(teacher_T || student_T), averaged over the batch, times T² so gradients keep their size."""
-        log_student = F.log_softmax(student / temperature, dim=-1)
-        log_teacher = F.log_softmax(teacher / temperature, dim=-1)
-        kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
-        return kl * temperature**2 if scale_by_t2 else kl
+        return soft_targets(student, teacher, temperature, scale_by_t2=scale_by_t2)
 
     def soft_cross_entropy(self, student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
         teacher_probs = F.softmax(teacher / temperature, dim=-1)
