@@ -31,7 +31,7 @@ def debug_enabled() -> bool:
 
 
 # Optional dependencies and the extra that installs each (pyproject.toml's [project.optional-dependencies]).
-OPTIONAL_MODULES = {"psycopg2": "postgres", "tensorboard": "tensorboard", "hypothesis": "dev"}
+OPTIONAL_MODULES = {"psycopg2": "postgres", "tensorboard": "tensorboard"}
 # OS errors a user's environment causes, and what to do about each; any other OSError is a bug and shows a traceback.
 DISK_ERRORS = {errno.ENOSPC: "free some space there, or write elsewhere (e.g. hydra.run.dir=/bigger/disk/run)",
                errno.EDQUOT: "free some of your quota, or write elsewhere (e.g. hydra.run.dir=/bigger/disk/run)",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (AutoModelForSequenceClassification, BertConfig, BertTokenizerFast, DistilBertConfig,
+from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassification, BertConfig, BertTokenizerFast, DistilBertConfig,
                           ElectraConfig, RobertaConfig)
 
 from alembert.demo import vocabulary
@@ -48,6 +48,16 @@ def tiny_config(family: str, vocab_size: int, layers: int = 4):
 
 
 FAMILIES = ("bert", "roberta", "distilbert", "electra")
+
+
+def save_tiny_mlm(directory: Path, layers: int) -> Path:
+    """A tiny BERT with an MLM head, saved with the tiny tokenizer; a wide init range makes its predictions peaked."""
+    tokenizer = tiny_tokenizer(directory)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, initializer_range=0.2)
+    AutoModelForMaskedLM.from_config(config).save_pretrained(directory)
+    return directory
 
 
 @pytest.fixture(scope="session")

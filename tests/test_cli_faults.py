@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForMaskedLM, BertConfig
 
-from conftest import tiny_tokenizer
+from conftest import save_tiny_mlm
 from alembert.demo import DemoConfig, generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,13 +128,7 @@ def test_a_teacher_fine_tune_killed_mid_epoch_resumes_to_the_uninterrupted_resul
 @pytest.fixture
 def mlm_teacher(tmp_path) -> Path:
     """A 2-layer BERT with an MLM head (dropout on, so the resume must restore the RNG), saved with its tokenizer."""
-    directory = tmp_path / "mlm-teacher"
-    tokenizer = tiny_tokenizer(directory)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, initializer_range=0.2)
-    AutoModelForMaskedLM.from_config(config).save_pretrained(directory)
-    return directory
+    return save_tiny_mlm(tmp_path / "mlm-teacher", layers=2)
 
 
 def test_a_masked_lm_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(mlm_teacher, tmp_path):

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from transformers import AutoModelForMaskedLM, BertConfig
 
-from conftest import tiny_tokenizer
+from conftest import save_tiny_mlm, tiny_tokenizer
 from alembert.conf import CONF_DIR
 from alembert.config import from_dict
 from alembert.demo import DemoConfig, generate
@@ -33,13 +31,7 @@ def sentences(n: int) -> list[str]:
 @pytest.fixture(scope="module")
 def mlm_teacher_dir(tmp_path_factory):
     """A 4-layer BERT with an MLM head; a wide init range makes its predictions peaked, so there is something to learn."""
-    directory = tmp_path_factory.mktemp("mlm-teacher")
-    tokenizer = tiny_tokenizer(directory)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, initializer_range=0.2)
-    AutoModelForMaskedLM.from_config(config).save_pretrained(directory)
-    return directory
+    return save_tiny_mlm(tmp_path_factory.mktemp("mlm-teacher"), layers=4)
 
 
 def test_read_corpus_lines_and_columns(tmp_path):

@@ -1,7 +1,6 @@
 """Recipes from alembert/conf/ compose into typed configs, schedules move as declared, and every recipe trains."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
