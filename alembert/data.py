@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from alembert.demo import DemoConfig, generate as generate_demo
+from alembert.demo import DemoConfig
 from alembert.config import bounded, one_of
 from alembert.errors import fail
 from alembert.tasks import TASKS, task_named
@@ -42,6 +42,7 @@ class DataConfig:
     label_column: str = "label"
     header: bool = True
     encoding: str = "utf-8"  # of the train/dev/test files, e.g. latin-1 or cp1252 for files saved by older tools
+    label_all_subtokens: bool = False  # token tasks: tag every piece of a word, not only its first
     task_type: str = one_of("classification", TASKS.names)  # a registered task (alembert/tasks/)
     max_length: int = bounded(128, low=2)  # room for [CLS] and [SEP] at least
     max_train_examples: int | None = bounded(None, low=1)
@@ -53,9 +54,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class Example:
-    text: str
+    text: str | tuple[str, ...]  # a sentence, or its words for token tasks
     text_pair: str | None
-    label: int | float
+    label: int | float | tuple[int, ...]  # one per sequence, or one per word
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,14 @@ Raw = dict[str, list[tuple]]  # split -> (text, text_pair, label) rows, labels n
 
 def _load_raw(config: DataConfig) -> tuple[Raw, tuple[str, ...] | None]:
     """The rows of each split, and the label names the source declares (a hub ClassLabel), if any."""
+    task = task_named(config.task_type)
     if config.task == "demo":
-        generated = generate_demo(config.demo)
-        return {split: [(r["sentence"], None, r["label"]) for r in rows] for split, rows in generated.items()}, None
+        return task.demo_rows(config.demo), None
     if config.task == "files":
         paths = {"train": config.train, "dev": config.dev, "test": config.test}
         if paths["train"] is None:
             raise fail("data.task=files needs a training file", "set data.train=/path/to/train.tsv")
-        return {split: read_table(Path(path), config) for split, path in paths.items() if path is not None}, None
+        return {split: task.read_file(Path(path), config) for split, path in paths.items() if path is not None}, None
     return _load_hub(config)
 
 
@@ -177,7 +178,7 @@ def _hub_rows(table, config: DataConfig, split: str, hub_split: str) -> tuple[li
     if unlabelled:
         return [], unlabelled
     if names is not None:
-        labels = [names[label] for label in labels]
+        labels = [_named(label, names) for label in labels]
     texts = list(table[config.text_column])
     pairs = list(table[config.text_pair_column]) if config.text_pair_column else [None] * len(texts)
     return list(zip(texts, pairs, labels)), None
@@ -199,37 +200,39 @@ def _unlabelled(labels: list, names: tuple[str, ...] | None, config: DataConfig,
 
 
 def _class_names(table, config: DataConfig) -> tuple[str, ...] | None:
+    """The ClassLabel names of the label column, or of its items for a sequence of ClassLabels (NER tags)."""
     import datasets
 
     feature = table.features.get(config.label_column)
+    feature = getattr(feature, "feature", feature)  # Sequence(ClassLabel) / List(ClassLabel): the item's
     if not isinstance(feature, datasets.ClassLabel):
         return None
     return tuple(str(name) for name in feature.names)
+
+
+def _named(label, names: tuple[str, ...]):
+    if isinstance(label, (list, tuple)):
+        return [names[item] for item in label]
+    return names[label]
 
 def _to_examples(split: str, rows: list[tuple], label_names, task: Task) -> list[Example]:
     if not rows:
         raise fail(f"the {split} set is empty", f"give data.{split} a file with at least one row")
     index = {name: i for i, name in enumerate(label_names or ())}
     examples = []
-    for number, (text, pair, label) in enumerate(rows, 1):
-        examples.append(Example(str(text), None if pair is None else str(pair),
-                                task.parse_label(label, index, f"{split} row {number}")))
+    for number, row in enumerate(rows, 1):
+        where = row[3] if len(row) > 3 else f"{split} row {number}"  # a reader that knows the file line says it
+        examples.append(Example(*task.parse_row(row[0], row[1], row[2], index, where)))
     return examples
 
 
-def encode(examples: list[Example], tokenizer, max_length: int) -> list[dict]:
-    """Tokenise with truncation to `max_length`; padding happens per batch in `collate`."""
-    texts = [e.text for e in examples]
-    pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
-    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-    # "index" lets a teacher-logit cache look rows up after shuffling.
-    return [{**{k: encoded[k][i] for k in keys}, "labels": e.label, "index": i} for i, e in enumerate(examples)]
+def encode(data: TaskData, split: str, tokenizer, config: DataConfig) -> list[dict]:
+    """A split's rows as the task encodes them (token ids, labels of the task's shape, and each row's "index")."""
+    return data.task.encode(data.splits[split], tokenizer, config, data.label_names)
 
 
 def make_collate(pad_token_id: int, task: Task):
-    """Pad a list of encoded rows to the longest row of the batch; labels take the task's dtype."""
-    label_dtype = task.label_dtype
+    """Pad a list of encoded rows to the longest row of the batch; the task collates its labels."""
 
     def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(r["input_ids"]) for r in rows)
@@ -237,7 +240,7 @@ def make_collate(pad_token_id: int, task: Task):
         for key, pad in (("input_ids", pad_token_id), ("attention_mask", 0), ("token_type_ids", 0)):
             if key in rows[0]:
                 batch[key] = torch.tensor([r[key] + [pad] * (width - len(r[key])) for r in rows], dtype=torch.long)
-        batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=label_dtype)
+        batch["labels"] = task.collate_labels([r["labels"] for r in rows], width)
         batch["index"] = torch.tensor([r["index"] for r in rows], dtype=torch.long)
         return batch
 

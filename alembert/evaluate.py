@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from alembert.tasks import task_of
 from alembert.modeldir import MODEL_INPUTS
+from alembert.tagging import IGNORED
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -28,10 +29,16 @@ def predict_logits(model: nn.Module, data: DataLoader) -> tuple[torch.Tensor, to
         logits.append(model(**inputs).logits.float().cpu())
         labels.append(batch["labels"])
     model.train(was_training)
-    return torch.cat(logits), torch.cat(labels)
+    task = task_of(model.config)  # batches of a token task differ in width: the task pads them to one
+    return task.gather(logits, 0.0), task.gather(labels, IGNORED)
+
+
+def label_names_of(config) -> tuple[str, ...] | None:
+    id2label = getattr(config, "id2label", None) or {}
+    return tuple(id2label[i] for i in range(len(id2label))) if id2label else None
 
 
 def evaluate(model: nn.Module, data: DataLoader) -> dict[str, float]:
     """The metrics of the model's task (from its config) over a loader."""
     logits, labels = predict_logits(model, data)
-    return task_of(model.config).metrics(logits, labels)
+    return task_of(model.config).metrics(logits, labels, label_names_of(model.config))

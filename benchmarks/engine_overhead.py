@@ -42,8 +42,9 @@ def build(args):
     torch.manual_seed(0)
     teacher = BertForSequenceClassification(BertConfig(num_hidden_layers=args.teacher_layers, **common))
     student = BertForSequenceClassification(BertConfig(num_hidden_layers=args.student_layers, **common))
-    task = load_task(DataConfig(demo=DemoConfig(train_size=args.examples, dev_size=8, test_size=8), max_length=args.max_length))
-    train = loader(encode(task.splits["train"], tokenizer, args.max_length), tokenizer, batch_size=args.batch_size,
+    data = DataConfig(demo=DemoConfig(train_size=args.examples, dev_size=8, test_size=8), max_length=args.max_length)
+    task = load_task(data)
+    train = loader(encode(task, "train", tokenizer, data), tokenizer, batch_size=args.batch_size,
                    task=task_named("classification"), shuffle=True, seed=0)
     return teacher.eval(), student.state_dict(), student, train
 

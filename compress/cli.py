@@ -85,7 +85,7 @@ def task_loaders(data: DataConfig, tokenizer, model, batch_size: int) -> TaskLoa
     def build(split: str, shuffle: bool):
         if split not in task.splits:
             return None
-        rows = encode(task.splits[split], tokenizer, data.max_length)
+        rows = encode(task, split, tokenizer, data)
         return loader(rows, tokenizer, batch_size=batch_size, task=task.task, shuffle=shuffle)
 
     return TaskLoaders(train=build("train", True), dev=build("dev", False), task=task.task)

@@ -57,6 +57,16 @@ def task_of_features(features: Features, term: str) -> Task:
     return features.task
 
 
+def task_rows(student: Features, teacher: Features, term: str) -> tuple[Task, Tensor, Tensor]:
+    """The task, and the student's and teacher's logits at the positions it averages over (the student's batch
+    says which: both sides see the same rows)."""
+    task = task_of_features(student, term)
+    chosen = task.positions(student.labels, student.attention_mask)
+    if chosen is None:
+        return task, student.logits, teacher.logits
+    return task, student.logits[chosen], teacher.logits[chosen]
+
+
 @dataclass(frozen=True)
 class Term:
     """A registered loss term with its weight and parameters.

@@ -115,7 +115,7 @@ def _trained_label_names(source: str) -> tuple[str, ...] | None:
 
 def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
     def build(split: str, shuffle: bool) -> DataLoader:
-        rows = encode(task.splits[split], tokenizer, config.data.max_length)
+        rows = encode(task, split, tokenizer, config.data)
         size = config.train.batch_size if shuffle else config.train.eval_batch_size
         return loader(rows, tokenizer, batch_size=size, task=task.task, shuffle=shuffle, seed=config.train.seed)
 
@@ -193,9 +193,9 @@ def describe(name: str, model: PreTrainedModel, model_dir: Path | str, run: Setu
     """One summary row: metric on the eval split, closeness to the teacher, size and batch-1 latency."""
     logits, labels = predict_logits(model, run.loaders.eval)
     total, non_embedding = count_parameters(model)
-    row = {"model": name, "layers": model.config.num_hidden_layers, **run.task.task.metrics(logits, labels)}
+    row = {"model": name, "layers": model.config.num_hidden_layers, **run.task.task.metrics(logits, labels, run.task.label_names)}
     if teacher_logits is not None:
-        row.update(run.task.task.agreement(logits, teacher_logits))
+        row.update(run.task.task.agreement(logits, teacher_logits, labels))
     row.update(params=total, non_embedding_params=non_embedding, size_mb=size_on_disk_mb(model_dir),
                latency_ms=latency_ms(model, seq_len=config.latency_seq_len), train_s=round(train_s, 1))
     return row

@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from alembert import demo
+from alembert.tables import read_table
+
 
 def soft_targets(student_logits: Tensor, teacher_logits: Tensor, temperature: float, *, scale_by_t2: bool = True) -> Tensor:
     """Hinton's KL(teacher_T || student_T), averaged over the batch (over tokens, for (tokens, vocab) rows), times T²
@@ -37,8 +40,53 @@ class Task:
         """Output names and their dynamic axes."""
         return {"logits": {0: "batch"}}
 
+    # --- data: reading, encoding, collating (sequence-level defaults; a token or span task overrides them) ---
+
+    def read_file(self, path, config) -> list[tuple]:
+        """(text, text_pair, label[, where]) rows of one local file; `config` is the DataConfig."""
+        return read_table(path, config)
+
+    def demo_rows(self, config) -> dict[str, list[tuple]]:
+        """The built-in generated task's rows per split, so the task runs offline with no files."""
+        return {split: [(r["sentence"], None, r["label"]) for r in rows] for split, rows in demo.generate(config).items()}
+
+    def parse_row(self, text, pair, label, index: dict[str, int], where: str) -> tuple:
+        """A raw row's (text, text_pair, label) as an Example holds them; `index` maps label names to ids."""
+        return str(text), None if pair is None else str(pair), self.parse_label(label, index, where)
+
     def label_names(self, raw_labels) -> tuple[str, ...] | None:
         raise NotImplementedError
+
+    def encode(self, examples, tokenizer, config, label_names: tuple[str, ...] | None = None) -> list[dict]:
+        """Tokenise with truncation to `config.max_length` (a DataConfig); padding happens per batch at collate.
+
+        Each row keeps "index", its position, which the teacher-logit cache looks rows up by after shuffling."""
+        texts = [e.text for e in examples]
+        pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=config.max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        return [{**{k: encoded[k][i] for k in keys}, "labels": e.label, "index": i} for i, e in enumerate(examples)]
+
+    def collate_labels(self, labels: list, width: int) -> Tensor:
+        return torch.tensor(labels, dtype=self.label_dtype)
+
+    # --- outputs: where losses read them, and how rows of different widths are gathered ---
+
+    def positions(self, labels: Tensor | None, attention_mask: Tensor) -> Tensor | None:
+        """Which output rows the logit-level losses average over; None: every row (one per sequence)."""
+        return None
+
+    def gather(self, batches: list[Tensor], pad_value: float) -> Tensor:
+        """Per-batch outputs (or labels) of one loader as one tensor, in order."""
+        return torch.cat(batches)
+
+    def trim(self, outputs: Tensor, attention_mask: Tensor) -> list[Tensor]:
+        """A batch's outputs as one tensor per example, without padding (the teacher-logit cache's rows)."""
+        return list(outputs)
+
+    def pad(self, rows: list[Tensor], width: int) -> Tensor:
+        """Rows from `trim` as a batch `width` tokens wide."""
+        return torch.stack(rows)
 
     def head_kwargs(self, label_names: tuple[str, ...] | None) -> dict:
         """What from_pretrained / from_config need to build this task's head."""
@@ -62,11 +110,11 @@ class Task:
         """The registered loss term that distils this task's logits, given the recipe's choice (kd | logit_mse)."""
         return preferred
 
-    def metrics(self, logits: Tensor, labels: Tensor) -> dict[str, float]:
+    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> dict[str, float]:
         raise NotImplementedError
 
-    def agreement(self, student: Tensor, teacher: Tensor) -> dict[str, float]:
-        """How close a student's outputs are to its teacher's."""
+    def agreement(self, student: Tensor, teacher: Tensor, labels: Tensor | None = None) -> dict[str, float]:
+        """How close a student's outputs are to its teacher's (over the rows `positions` picks, given labels)."""
         raise NotImplementedError
 
     def mix(self, logits: list[Tensor], weights: list[float], temperature: float) -> Tensor:

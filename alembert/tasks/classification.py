@@ -46,7 +46,7 @@ class SequenceClassification(Task):
         teacher_probs = F.softmax(teacher / temperature, dim=-1)
         return -(teacher_probs * F.log_softmax(student / temperature, dim=-1)).sum(-1).mean()
 
-    def metrics(self, logits: Tensor, labels: Tensor) -> dict[str, float]:
+    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> dict[str, float]:
         """Accuracy, F1 (binary, or macro over more labels) and MCC."""
         predictions = logits.argmax(-1).numpy()
         gold = labels.numpy()
@@ -57,7 +57,7 @@ class SequenceClassification(Task):
             "mcc": float(matthews_corrcoef(gold, predictions)),
         }
 
-    def agreement(self, student: Tensor, teacher: Tensor) -> dict[str, float]:
+    def agreement(self, student: Tensor, teacher: Tensor, labels: Tensor | None = None) -> dict[str, float]:
         """Prediction agreement, and KL(teacher || student) at T=1."""
         agree = (student.argmax(-1) == teacher.argmax(-1)).float().mean()
         kl = F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean")

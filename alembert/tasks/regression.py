@@ -46,7 +46,7 @@ class SequenceRegression(Task):
     def soft_term(self, preferred: str) -> str:
         return "logit_mse"
 
-    def metrics(self, logits: Tensor, labels: Tensor) -> dict[str, float]:
+    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> dict[str, float]:
         """Pearson, Spearman and MSE (the correlations are 0 when either side is constant)."""
         predictions = logits.squeeze(-1).numpy()
         gold = labels.float().numpy()
@@ -57,7 +57,7 @@ class SequenceRegression(Task):
             "mse": float(np.mean((predictions - gold) ** 2)),
         }
 
-    def agreement(self, student: Tensor, teacher: Tensor) -> dict[str, float]:
+    def agreement(self, student: Tensor, teacher: Tensor, labels: Tensor | None = None) -> dict[str, float]:
         return {"mse_to_teacher": float(F.mse_loss(student, teacher))}
 
     def mix(self, logits: list[Tensor], weights: Tensor, temperature: float) -> Tensor:

@@ -115,10 +115,10 @@ def describe(row: Row, model, model_dir: Path, seconds: float, teacher_logits, l
     logits, _ = predict_logits(model, ctx.prepared.loaders.eval)
     total, non_embedding = count_parameters(model)
     task = ctx.prepared.task.task
-    metrics = task.metrics(logits, labels)
+    metrics = task.metrics(logits, labels, ctx.prepared.task.label_names)
     return {"id": row.spec.id, "label": row.spec.label, "kind": row.spec.kind, "parent": row.spec.parent,
             "overrides": " ".join(row.overrides), "model_dir": str(model_dir), "accuracy": metrics["accuracy"],
-            "agreement": task.agreement(logits, teacher_logits)["agreement"],
+            "agreement": task.agreement(logits, teacher_logits, labels)["agreement"],
             "params": total, "non_embedding_params": non_embedding, "size_mb": size_on_disk_mb(model_dir),
             "train_s": round(seconds, 1), "eval_split": ctx.prepared.loaders.eval_split,
             "eval_examples": int(len(labels))}

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alembert.errors import fail
-from distill.losses import register, task_of_features
+from distill.losses import register, task_rows
 from distill.models import Features, split_heads  # noqa: F401  split_heads is part of this module's API
 
 LAYER_KINDS = ("uniform", "last_k", "explicit")
@@ -254,7 +254,8 @@ def tinybert_prediction_loss(student: Features, teacher: Features, *, mask: Tens
     """
     if temperature <= 0:
         raise fail(f"tinybert_pred temperature={temperature} must be positive", "use temperature=1 as TinyBERT does")
-    return task_of_features(student, "tinybert_pred").soft_cross_entropy(student.logits, teacher.logits, temperature)
+    task, s_logits, t_logits = task_rows(student, teacher, "tinybert_pred")
+    return task.soft_cross_entropy(s_logits, t_logits, temperature)
 
 
 # ---------------------------------------------------------------- MiniLM

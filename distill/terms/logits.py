@@ -1,4 +1,8 @@
-"""Logit-level terms of a sequence classifier: Hinton's soft targets, hard labels and logit MSE."""
+"""Logit-level terms: Hinton's soft targets, hard labels and logit MSE, reduced the way the task says.
+
+A task picks the output rows a soft term averages over (`Task.positions`): every sequence for classification,
+the labelled tokens for token classification, so padding and ignored sub-tokens never count.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from alembert.errors import fail
-from distill.losses import register, task_of_features
+from distill.losses import register, task_rows, task_of_features
 from distill.models import Features
 
 
@@ -14,7 +18,8 @@ from distill.models import Features
 def kd_loss(student: Features, teacher: Features, *, mask: Tensor | None = None, temperature: float = 1.0,
             scale_by_t2: bool = True) -> Tensor:
     """The task's soft targets: Hinton's KL at temperature T for a distribution, MSE for a regression output."""
-    return task_of_features(student, "kd").soft_loss(student.logits, teacher.logits, temperature, scale_by_t2=scale_by_t2)
+    task, s_logits, t_logits = task_rows(student, teacher, "kd")
+    return task.soft_loss(s_logits, t_logits, temperature, scale_by_t2=scale_by_t2)
 
 
 @register("hard", needs_teacher=False, classifier_only=True)
@@ -28,4 +33,5 @@ def hard_loss(student: Features, teacher: Features | None, *, mask: Tensor | Non
 @register("logit_mse", classifier_only=True)
 def logit_mse_loss(student: Features, teacher: Features, *, mask: Tensor | None = None) -> Tensor:
     """MSE between logits: the alternative to KL, and how regression tasks distil."""
-    return F.mse_loss(student.logits, teacher.logits)
+    _, s_logits, t_logits = task_rows(student, teacher, "logit_mse")
+    return F.mse_loss(s_logits, t_logits)

@@ -1,0 +1,172 @@
+"""Token classification (NER, POS): one distribution over the tags per word.
+
+Labels sit on each word's first sub-token (all of its pieces with data.label_all_subtokens=true); every other
+position carries -100 and is skipped by the losses, the metric and the agreement alike. Logit-level losses are
+the classification ones applied to the labelled token rows, so soft targets average over labelled tokens, never
+over padding. A sentence longer than data.max_length sub-tokens is split between words into several rows, so
+no gold tag is lost to truncation (a note says how many were split).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from alembert import demo_ner
+from alembert.errors import fail
+from alembert.tables import read_table
+from alembert.tagging import IGNORED, align_labels, continuation_ids, entity_types, read_conll, scheme_of, to_iob2, word_chunks
+from alembert.tasks import TASKS
+from alembert.tasks.classification import SequenceClassification
+
+
+@dataclass(frozen=True)
+class TokenClassification(SequenceClassification):
+    @property
+    def model_class(self):
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification
+
+    def head_kwargs(self, label_names: tuple[str, ...] | None) -> dict:
+        """transformers leaves problem_type unset for token heads; alembert records its task there (task_of reads it)."""
+        return {**super().head_kwargs(label_names), "problem_type": self.problem_type}
+
+    def onnx_outputs(self) -> dict[str, dict[int, str]]:
+        return {"logits": {0: "batch", 1: "sequence"}}
+
+    def read_file(self, path: Path, config) -> list[tuple]:
+        """JSONL rows {"tokens": [...], "tags": [...]} (data.text_column / data.label_column), or a CoNLL file."""
+        if path.suffix.lower() in (".jsonl", ".json"):
+            return read_table(path, config)
+        return read_conll(path, config.encoding)
+
+    def demo_rows(self, config) -> dict[str, list[tuple]]:
+        return demo_ner.generate(config)
+
+    def parse_row(self, text, pair, label, index: dict[str, int], where: str) -> tuple:
+        words, tags = _sequence(text, where, "tokens"), _sequence(label, where, "tags")
+        if len(words) != len(tags):
+            raise fail(f"{where} has {len(words)} tokens but {len(tags)} tags", "give exactly one tag per token")
+        return words, None, self.parse_label(tags, index, where)
+
+    def label_names(self, raw_labels) -> tuple[str, ...]:
+        """The tags of the training set, "O" first, then by entity type and prefix."""
+        tags = {tag for sentence in raw_labels for tag in to_iob2(_sequence(sentence, "the training set", "tags"))}
+        return tuple(sorted(tags, key=lambda tag: (tag != "O", tag[2:], tag[:2])))
+
+    def parse_label(self, label, index: dict[str, int], where: str) -> tuple[int, ...]:
+        tags = to_iob2(str(tag).strip() for tag in label)
+        unknown = sorted({tag for tag in tags if tag not in index})
+        if unknown:
+            raise fail(f"{where}: tag {', '.join(unknown)} does not occur in the training set (its tags: {', '.join(index)})",
+                       "fix the tag, or add sentences with it to the training set")
+        return tuple(index[tag] for tag in tags)
+
+    def encode(self, examples, tokenizer, config, label_names: tuple[str, ...] | None = None) -> list[dict]:
+        """Word-aligned rows; a sentence too long for max_length becomes several rows split between words."""
+        if not getattr(tokenizer, "is_fast", False):
+            raise fail("token classification needs a fast tokenizer (for word ids)", "use a model with a tokenizer.json")
+        continuation = continuation_ids(tuple(label_names)) if label_names else {}
+        rows, split = [], 0
+        special = tokenizer.num_special_tokens_to_add(pair=False)
+        for example in examples:
+            pieces = [len(ids) for ids in tokenizer(list(example.text), add_special_tokens=False)["input_ids"]]
+            chunks = word_chunks([max(count, 1) for count in pieces], config.max_length - special)
+            split += len(chunks) > 1
+            for start, end in chunks:
+                rows.append(self._encode_words(example.text[start:end], example.label[start:end], tokenizer, config,
+                                               continuation, len(rows)))
+        if split:
+            tqdm.write(f"{split} sentence(s) longer than data.max_length={config.max_length} sub-tokens were split between "
+                       "words into several rows")
+        return rows
+
+    def _encode_words(self, words, tags, tokenizer, config, continuation: dict[int, int], index: int) -> dict:
+        encoded = tokenizer(list(words), is_split_into_words=True, truncation=True, max_length=config.max_length)
+        labels = align_labels(encoded.word_ids(), list(tags), all_pieces=config.label_all_subtokens,
+                              continuation=continuation)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        return {**{k: encoded[k] for k in keys}, "labels": labels, "index": index}
+
+    def collate_labels(self, labels: list, width: int) -> Tensor:
+        return torch.tensor([list(row) + [IGNORED] * (width - len(row)) for row in labels], dtype=self.label_dtype)
+
+    def positions(self, labels: Tensor | None, attention_mask: Tensor) -> Tensor:
+        """Labelled tokens when labels are known, else every real token."""
+        return labels != IGNORED if labels is not None else attention_mask.bool()
+
+    def gather(self, batches: list[Tensor], pad_value: float) -> Tensor:
+        width = max(batch.shape[1] for batch in batches)
+        return torch.cat([_pad_to(batch, width, pad_value) for batch in batches])
+
+    def trim(self, outputs: Tensor, attention_mask: Tensor) -> list[Tensor]:
+        lengths = attention_mask.sum(-1).tolist()
+        return [row[: int(length)] for row, length in zip(outputs, lengths)]
+
+    def pad(self, rows: list[Tensor], width: int) -> Tensor:
+        return torch.stack([_pad_to(row.unsqueeze(0), width, 0.0)[0] for row in rows])
+
+    def hard_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if not (labels != IGNORED).any():
+            return logits.sum() * 0.0  # no labelled token in the batch: no signal, but no NaN
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED)
+
+    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> dict[str, float]:
+        """seqeval's entity-level micro precision/recall/F1 in strict mode, per-type F1, and token accuracy."""
+        from seqeval.metrics import classification_report
+        from seqeval.scheme import IOB2, IOBES
+
+        names = tuple(label_names) if label_names else tuple(str(i) for i in range(logits.shape[-1]))
+        gold, predicted = _tag_sequences(logits.argmax(-1), labels, names)
+        scheme = IOBES if scheme_of(names) == "IOBES" else IOB2
+        report = classification_report(gold, predicted, mode="strict", scheme=scheme, output_dict=True, zero_division=0)
+        micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+        known = labels != IGNORED
+        accuracy = (logits.argmax(-1)[known] == labels[known]).float().mean() if known.any() else torch.tensor(0.0)
+        result = {"f1": float(micro["f1-score"]), "precision": float(micro["precision"]), "recall": float(micro["recall"]),
+                  "token_accuracy": float(accuracy)}
+        result.update({f"f1_{kind}": float(report[kind]["f1-score"]) for kind in entity_types(names) if kind in report})
+        return result
+
+    def agreement(self, student: Tensor, teacher: Tensor, labels: Tensor | None = None) -> dict[str, float]:
+        """Per-token agreement and KL(teacher || student) at T=1, over labelled tokens."""
+        chosen = labels != IGNORED if labels is not None else torch.ones(student.shape[:2], dtype=torch.bool)
+        return super().agreement(student[chosen], teacher[chosen])
+
+
+def _sequence(value, where: str, what: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        raise fail(f"{where}: the {what} must be a list (got {type(value).__name__})",
+                   'give each sentence as {"tokens": [...], "tags": [...]}, or use a CoNLL file')
+    items = tuple(str(item) for item in value)
+    if not items:
+        raise fail(f"{where} has no {what}", "drop empty sentences from the file")
+    return items
+
+
+def _pad_to(batch: Tensor, width: int, value: float) -> Tensor:
+    missing = width - batch.shape[1]
+    if missing <= 0:
+        return batch
+    padding = [0, 0] * (batch.dim() - 2) + [0, missing]
+    return F.pad(batch, padding, value=value)
+
+
+def _tag_sequences(predicted: Tensor, labels: Tensor, names: tuple[str, ...]) -> tuple[list[list[str]], list[list[str]]]:
+    gold, guess = [], []
+    for row_pred, row_gold in zip(predicted.tolist(), labels.tolist()):
+        kept = [(g, p) for g, p in zip(row_gold, row_pred) if g != IGNORED]
+        gold.append([names[g] for g, _ in kept])
+        guess.append([names[p] for _, p in kept])
+    return gold, guess
+
+
+TASKS.add("token_classification", TokenClassification(
+    name="token_classification", problem_type="token_classification", decoder="entities", primary_metric="f1",
+    summary_columns=("f1", "precision", "recall", "agreement", "kl_to_teacher"), label_dtype=torch.long))
