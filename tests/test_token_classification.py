@@ -165,3 +165,18 @@ def test_the_ragged_teacher_cache_gives_the_teachers_logits_at_every_real_token(
         real = batch["attention_mask"].bool()
         assert cached.shape == live.shape and torch.allclose(cached[real], live[real], atol=1e-6)
         assert (cached[~real] == 0).all()  # padding is padding, not another row's logits
+
+
+def test_a_saved_hub_dataset_with_classlabel_tag_sequences_keeps_the_tag_names(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names))})
+    split = {"tokens": [["John", "Smith", "left"], ["Paris", "is", "big"]], "ner_tags": [[1, 2, 0], [3, 0, 0]]}
+    datasets.DatasetDict({name: datasets.Dataset.from_dict(split, features=features)
+                          for name in ("train", "validation", "test")}).save_to_disk(str(tmp_path / "hub"))
+    data = load_task(DataConfig(task=str(tmp_path / "hub"), task_type="token_classification", text_column="tokens",
+                                label_column="ner_tags"))
+    assert data.label_names == tuple(names)  # the dataset's declared tag set, in its order, as for a ClassLabel
+    example = data.splits["dev"][0]
+    assert [data.label_names[i] for i in example.label] == ["B-PER", "I-PER", "O"] and example.text == ("John", "Smith", "left")
