@@ -26,9 +26,15 @@ def out_pruner(module: nn.Module):
     return tp.prune_embedding_out_channels if isinstance(module, nn.Embedding) else tp.prune_linear_out_channels
 
 
+def output_tensors(outputs) -> list[Tensor]:
+    """Every tensor a Hugging Face forward returns (logits, or a QA head's start and end logits), whatever the head:
+    torch-pruning traces its dependency graph back from each, so no head output is left out of it."""
+    return [value for value in outputs.values() if isinstance(value, Tensor)]
+
+
 def dependency_graph(model: nn.Module) -> tp.DependencyGraph:
     return tp.DependencyGraph().build_dependency(model, example_inputs=_example_inputs(model),
-                                                 output_transform=lambda out: out.logits)
+                                                 output_transform=output_tensors)
 
 
 def prune_out_channels(graph: tp.DependencyGraph, root: nn.Module, idxs: list[int]) -> None:

@@ -3,9 +3,14 @@
 A BERT layer maps one-to-one onto an ALBERT layer (see LAYER_MAP). With one group per layer,
 embedding_size == hidden_size and `embedding_hidden_mapping_in` set to the identity, the converted
 model computes exactly what the original computed. RoBERTa numbers positions from padding_idx + 1:
-the converter drops the unused leading rows of the position table, which is exact for right-padded
-inputs (what the tokenizers produce). Its classification head (dense, tanh, out_proj) becomes ALBERT's
-pooler and classifier.
+the converter drops the unused leading rows of the position table, which is exact at every real token of
+right-padded inputs (what the tokenizers produce); only a padding position's own output, which no task
+reads, differs.
+
+The ALBERT class is the one the model's task builds (alembert.tasks: AlbertForSequenceClassification,
+AlbertForTokenClassification, and AlbertForQuestionAnswering for a span task), and the task head keeps its
+weights under its own name (`classifier`, `qa_outputs`). RoBERTa's sequence head (dense, tanh, out_proj)
+becomes ALBERT's pooler and classifier; a BERT pooler becomes ALBERT's, where the ALBERT class has one.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import copy
 
 import torch
 from torch import Tensor, nn
-from transformers import AlbertConfig, AlbertForSequenceClassification
+from transformers import AlbertConfig, PreTrainedModel
 
 from alembert.families import ALBERT_SOURCES, HISTORY_KEY, ROBERTA_LIKE, family, require_family
 from alembert.errors import fail
+from alembert.tasks import task_of
 
 SUPPORTED = ALBERT_SOURCES + ("albert",)
 LAYER_MAP = {  # BERT key inside encoder.layer[i]  ->  ALBERT key inside albert_layers[0]
@@ -32,6 +38,7 @@ LAYER_MAP = {  # BERT key inside encoder.layer[i]  ->  ALBERT key inside albert_
 }
 GROUP_PREFIX = "albert.encoder.albert_layer_groups.{group}.albert_layers.0."
 INIT_MODES = ("mean", "first")
+HEAD_RENAMES = {"classifier.dense.": "albert.pooler.", "classifier.out_proj.": "classifier."}  # RoBERTa's sequence head
 
 
 def group_of(layer: int, layers: int, groups: int) -> int:
@@ -80,7 +87,7 @@ def layer_states(model: nn.Module) -> list[dict[str, Tensor]]:
 
 
 def outer_state(model: nn.Module) -> dict[str, Tensor]:
-    """Embeddings, embedding->hidden mapping, pooler and classifier under ALBERT's names."""
+    """Embeddings, embedding->hidden mapping, pooler (where there is one) and task head under ALBERT's names."""
     state = model.state_dict()
     if family(model) == "albert":
         return {k: v for k, v in state.items() if not k.startswith("albert.encoder.albert_layer_groups.")}
@@ -92,18 +99,22 @@ def outer_state(model: nn.Module) -> dict[str, Tensor]:
     out["albert.embeddings.position_embeddings.weight"] = state[f"{prefix}.embeddings.position_embeddings.weight"][offset:]
     out["albert.encoder.embedding_hidden_mapping_in.weight"] = torch.eye(hidden)
     out["albert.encoder.embedding_hidden_mapping_in.bias"] = torch.zeros(hidden)
-    if family(model) in ROBERTA_LIKE:
-        head = {"albert.pooler": "classifier.dense", "classifier": "classifier.out_proj"}
-    else:
-        head = {"albert.pooler": f"{prefix}.pooler.dense", "classifier": "classifier"}
-    for target, source in head.items():
-        for kind in ("weight", "bias"):
-            out[f"{target}.{kind}"] = state[f"{source}.{kind}"]
+    pooler = f"{prefix}.pooler.dense."
+    out.update({"albert.pooler." + key.removeprefix(pooler): value for key, value in state.items() if key.startswith(pooler)})
+    out.update({_head_name(key): value for key, value in state.items() if not key.startswith(f"{prefix}.")})
     return out
 
 
-def to_albert(model: nn.Module, groups: int, init: str = "mean") -> AlbertForSequenceClassification:
-    """Convert (or regroup) `model` into an ALBERT classifier whose layers share weights in `groups` groups.
+def _head_name(key: str) -> str:
+    """A task-head key under ALBERT's name: kept as it is (classifier, qa_outputs), except RoBERTa's sequence head."""
+    for source, target in HEAD_RENAMES.items():
+        if key.startswith(source):
+            return target + key.removeprefix(source)
+    return key
+
+
+def to_albert(model: nn.Module, groups: int, init: str = "mean") -> PreTrainedModel:
+    """Convert (or regroup) `model` into an ALBERT model of the same task whose layers share weights in `groups` groups.
 
     init=mean starts each group from the average of its layers' weights; init=first from its first layer.
     """
@@ -113,8 +124,7 @@ def to_albert(model: nn.Module, groups: int, init: str = "mean") -> AlbertForSeq
     layers = model.config.num_hidden_layers
     if not 1 <= groups <= layers:
         raise fail(f"share_layers.groups={groups} must be between 1 and the model's {layers} layers", f"pick 1..{layers}")
-    config = _albert_config(model.config, groups)
-    target = AlbertForSequenceClassification(config).eval()
+    target = task_of(model.config).model_class.from_config(_albert_config(model.config, groups)).eval()
     if hasattr(model.config, "_attn_implementation"):
         target.set_attn_implementation(model.config._attn_implementation)
     state = outer_state(model)
@@ -124,5 +134,16 @@ def to_albert(model: nn.Module, groups: int, init: str = "mean") -> AlbertForSeq
         chosen = members[:1] if init == "first" else members
         for key in members[0]:
             state[GROUP_PREFIX.format(group=group) + key] = torch.stack([m[key] for m in chosen]).mean(dim=0)
-    target.load_state_dict(state, strict=True)
+    target.load_state_dict(_matching(state, target, model), strict=True)
     return target
+
+
+def _matching(state: dict[str, Tensor], target: nn.Module, source: nn.Module) -> dict[str, Tensor]:
+    """`state` less a pooler the target class has no use for; a head the target lacks is refused in one line."""
+    expected = set(target.state_dict())
+    state = {k: v for k, v in state.items() if k in expected or not k.startswith("albert.pooler.")}
+    missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or extra:
+        raise fail(f"{type(source).__name__} does not map onto {type(target).__name__} (first unmatched weight: "
+                   f"{(missing or extra)[0]})", "give config.problem_type the task the model's head was trained for")
+    return state

@@ -125,7 +125,9 @@ def run_pipeline(model: nn.Module, tokenizer, passes, *, data: TaskLoaders | Non
 
 
 def _announce(row: dict) -> dict:
-    print(" | ".join(f"{key}={row[key]}" for key in COLUMNS if key in row), flush=True)
+    """One line per row; the metric under its task's name (accuracy, f1 ...)."""
+    names = {"metric": row.get("metric_name", "metric")}
+    print(" | ".join(f"{names.get(key, key)}={row[key]}" for key in COLUMNS if key in row), flush=True)
     return row
 
 

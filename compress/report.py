@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from alembert.families import float_dtype, is_quantized
 from compress.passes.sparsity import linear_sparsity
 from alembert.evaluate import evaluate
+from alembert.modeldir import MODEL_INPUTS
 from alembert.tasks import task_of
 from alembert.report import latency_ms
 
@@ -69,8 +70,17 @@ def gflops(model: nn.Module, seq_len: int) -> float | None:
 @torch.no_grad()
 def logits_on(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
     model.eval()
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "index")}
-    return model(**inputs).logits.float()
+    inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+    return task_of(model.config).output_logits(model(**inputs)).float()
+
+
+def drift(model: nn.Module, logits: Tensor, previous: Tensor, reference: dict[str, Tensor]) -> float:
+    """The largest logit change on the reference batch, over the rows the task reads (a token task: real tokens,
+    never padding, whose outputs no loss or metric uses and an exact conversion may change)."""
+    mask = reference.get("attention_mask")
+    rows = None if mask is None else task_of(model.config).positions(None, mask)
+    change = (logits - previous).abs()
+    return float((change if rows is None else change[rows]).max())
 
 
 def measure(step: str, model: nn.Module, *, seq_len: int, dev: DataLoader | None, reference: dict[str, Tensor],
@@ -81,7 +91,7 @@ def measure(step: str, model: nn.Module, *, seq_len: int, dev: DataLoader | None
     row = {"step": step, **parameter_counts(model), "size_mb": round(serialized_mb(model), 3),
            "gflops": round(flops if flops is not None else previous_gflops or 0.0, 4),
            "latency_ms": round(latency_ms(model, seq_len=seq_len, batch_size=1, runs=20, warmup=3), 2),
-           "logit_drift": 0.0 if previous_logits is None else float((logits - previous_logits).abs().max()),
+           "logit_drift": 0.0 if previous_logits is None else drift(model, logits, previous_logits, reference),
            "linear_sparsity": round(linear_sparsity(model), 4), "dtype": "qint8" if is_quantized(model) else str(float_dtype(model))}
     if dev is not None:
         metrics = evaluate(model, dev)

@@ -64,7 +64,7 @@ def test_missing_file_and_empty_train(tmp_path):
 def test_tokenisation_truncates_and_pads_per_batch(tmp_path):
     tokenizer = tiny_tokenizer(tmp_path)
     task = load_task(DataConfig(demo=DemoConfig(train_size=8, dev_size=2, test_size=2)))
-    rows = encode(task.splits["train"], tokenizer, max_length=6)
+    rows = encode(task, "train", tokenizer, DataConfig(max_length=6))
     assert max(len(r["input_ids"]) for r in rows) <= 6
     batch = next(iter(loader(rows, tokenizer, batch_size=8, task=task_named("classification"))))
     width = max(len(r["input_ids"]) for r in rows)

@@ -31,9 +31,9 @@ def _train(student_dir: str, work: Path, batch_size: int) -> dict:
     distributed.init_from_env()
     tokenizer = load_tokenizer(student_dir)
     task = load_task(DataConfig(demo=DemoConfig(train_size=32, dev_size=16, test_size=8), max_length=24))
-    train = loader(encode(task.splits["train"], tokenizer, 24), tokenizer, batch_size=batch_size, task=task_named("classification"),
+    train = loader(encode(task, "train", tokenizer, DataConfig(max_length=24)), tokenizer, batch_size=batch_size, task=task_named("classification"),
                    shuffle=True, seed=5)
-    dev = loader(encode(task.splits["dev"], tokenizer, 24), tokenizer, batch_size=16, task=task_named("classification"))
+    dev = loader(encode(task, "dev", tokenizer, DataConfig(max_length=24)), tokenizer, batch_size=16, task=task_named("classification"))
     model, _ = load_classifier(student_dir)
     for module in model.modules():  # no dropout: the ranks draw different masks than one process would
         if isinstance(module, nn.Dropout):

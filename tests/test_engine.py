@@ -23,8 +23,8 @@ def tiny(tiny_dir):
 
     tokenizer = load_tokenizer(str(tiny_dir("bert", 1)))
     task = load_task(DataConfig(demo=DemoConfig(train_size=24, dev_size=8, test_size=8), max_length=16))
-    train = loader(encode(task.splits["train"], tokenizer, 16), tokenizer, batch_size=4, task=task_named("classification"), shuffle=True)
-    dev = loader(encode(task.splits["dev"], tokenizer, 16), tokenizer, batch_size=8, task=task_named("classification"))
+    train = loader(encode(task, "train", tokenizer, DataConfig(max_length=16)), tokenizer, batch_size=4, task=task_named("classification"), shuffle=True)
+    dev = loader(encode(task, "dev", tokenizer, DataConfig(max_length=16)), tokenizer, batch_size=8, task=task_named("classification"))
     return load_classifier(str(tiny_dir("bert", 1)))[0], train, dev
 
 

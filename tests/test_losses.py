@@ -10,6 +10,8 @@ from distill.losses import Objective, Term, kd_objective, register, soft_targets
 from alembert.tasks import task_named
 from distill.models import Features
 
+CLASSIFICATION = task_named("classification")
+
 
 def _features(logits, labels=None, task="classification"):
     logits = torch.as_tensor(logits, dtype=torch.float32)
@@ -79,7 +81,7 @@ def test_registry_refuses_duplicates():
 
 
 def test_nan_loss_stops_with_the_step_and_the_term(tiny_dir):
-    from alembert.data import encode, loader
+    from alembert.data import DataConfig, loader
     from alembert.training import TrainConfig
     from distill.engine import fit
     from alembert.errors import AlembertError
@@ -91,7 +93,7 @@ def test_nan_loss_stops_with_the_step_and_the_term(tiny_dir):
         model, _ = load_classifier(str(tiny_dir("bert")))
         tokenizer = load_tokenizer(str(tiny_dir("bert")))
         from alembert.data import Example
-        rows = encode([Example("the movie was good", None, 1)] * 4, tokenizer, 16)
+        rows = CLASSIFICATION.encode([Example("the movie was good", None, 1)] * 4, tokenizer, DataConfig(max_length=16))
         data = loader(rows, tokenizer, batch_size=2, task=task_named("classification"))
         with pytest.raises(AlembertError, match=r"nan at step 0 \(epoch 1\) in term 'always_nan'"):
             fit(model, data, None, Objective((Term("always_nan", 1.0),)), TrainConfig(epochs=1))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, BertConfig
 
 from conftest import tiny_tokenizer
-from alembert.data import Example, encode, loader
+from alembert.data import DataConfig, Example, loader
 from alembert.training import TrainConfig
 from distill.engine import fit
 from alembert.errors import AlembertError
@@ -20,6 +20,8 @@ from alembert.tasks import task_named
 from distill.multi_teacher import MultiTeacher, check_same_tokenizer, soft_target_temperature
 from distill.recipes import StageConfig, TermConfig
 
+CLASSIFICATION = task_named("classification")
+
 
 @pytest.fixture(scope="module")
 def two_teachers(tiny_dir):
@@ -28,7 +30,7 @@ def two_teachers(tiny_dir):
 
 def batch_of(directory, texts=("the movie was good", "the plot is dull", "a truly awful ending")):
     tokenizer = tiny_tokenizer(directory / "tok-mt")
-    rows = encode([Example(t, None, i % 2) for i, t in enumerate(texts)], tokenizer, 32)
+    rows = CLASSIFICATION.encode([Example(t, None, i % 2) for i, t in enumerate(texts)], tokenizer, DataConfig(max_length=32))
     return next(iter(loader(rows, tokenizer, batch_size=len(rows), task=task_named("classification")))), tokenizer
 
 
@@ -94,7 +96,7 @@ def test_bad_teacher_sets_are_refused(two_teachers, tiny_dir):
 
 def test_fit_distils_from_a_multi_teacher(two_teachers, tiny_dir):
     tokenizer = tiny_tokenizer(tiny_dir("bert", 2) / "tok-mt")
-    rows = encode([Example(t, None, i % 2) for i, t in enumerate(["the movie was good", "the plot is dull"] * 4)], tokenizer, 32)
+    rows = CLASSIFICATION.encode([Example(t, None, i % 2) for i, t in enumerate(["the movie was good", "the plot is dull"] * 4)], tokenizer, DataConfig(max_length=32))
     data = loader(rows, tokenizer, batch_size=4, task=task_named("classification"))
     teacher = MultiTeacher(two_teachers, [0.25, 0.75], temperature=2.0)
     student = build_student(teacher.model, StudentConfig(num_layers=1))

@@ -43,8 +43,8 @@ def _train(teacher_dir: str, student_dir: str, work: str, kill_at: int = 0, resu
         engine._optimizer_step = step_then_maybe_die
     tokenizer = load_tokenizer(teacher_dir)
     task = load_task(DataConfig(demo=DemoConfig(train_size=6 * STEPS_PER_EPOCH, dev_size=16, test_size=8), max_length=24))
-    train = loader(encode(task.splits["train"], tokenizer, 24), tokenizer, batch_size=6, task=task_named("classification"), shuffle=True, seed=3)
-    dev = loader(encode(task.splits["dev"], tokenizer, 24), tokenizer, batch_size=16, task=task_named("classification"))
+    train = loader(encode(task, "train", tokenizer, DataConfig(max_length=24)), tokenizer, batch_size=6, task=task_named("classification"), shuffle=True, seed=3)
+    dev = loader(encode(task, "dev", tokenizer, DataConfig(max_length=24)), tokenizer, batch_size=16, task=task_named("classification"))
     teacher, _ = load_classifier(teacher_dir)
     student, _ = load_classifier(student_dir)  # dropout 0.1 stays on: the resumed run must replay its RNG
     torch.manual_seed(int(resume))  # a resumed projection starts different and must be restored from the checkpoint

@@ -94,9 +94,10 @@ def test_an_old_pickled_int8_model_is_refused(int8_saved):
 def _fit(student_dir: Path, work: Path, resume: bool = False):
     """Two short epochs on the demo task, checkpointing every 2 steps."""
     tokenizer = load_tokenizer(str(student_dir))
-    task = load_task(DataConfig(demo=DemoConfig(train_size=24, dev_size=8, test_size=8), max_length=16))
-    train = loader(encode(task.splits["train"], tokenizer, 16), tokenizer, batch_size=6, task=task_named("classification"), shuffle=True, seed=3)
-    dev = loader(encode(task.splits["dev"], tokenizer, 16), tokenizer, batch_size=8, task=task_named("classification"))
+    data = DataConfig(demo=DemoConfig(train_size=24, dev_size=8, test_size=8), max_length=16)
+    task = load_task(data)
+    train = loader(encode(task, "train", tokenizer, data), tokenizer, batch_size=6, task=task_named("classification"), shuffle=True, seed=3)
+    dev = loader(encode(task, "dev", tokenizer, data), tokenizer, batch_size=8, task=task_named("classification"))
     config = engine.TrainConfig(epochs=2, batch_size=6, lr=3e-3, checkpoint_every=2, resume=resume, seed=5)
     return engine.fit(load_model_dir(student_dir), train, dev, Objective((Term("hard", 1.0),)), config,
                       checkpoint_dir=work, desc="safe")

@@ -17,8 +17,10 @@ How pruned models stay loadable by stock transformers classes:
   Use prune_hidden for a saved model that is really smaller: it narrows every head instead.
 
 Importance is torch-pruning's group importance (L2 weight magnitude, or first-order Taylor |w * dL/dw|
-over a few task batches); scores are normalised per group, so global selection compares layers fairly.
-Every layer keeps at least its best head and its best neuron.
+over a few task batches, with L the hard loss of the model's own task: per labelled token for a token
+classifier); scores are normalised per group, so global selection compares layers fairly.
+Every layer keeps at least its best head and its best neuron. Only encoder units are roots of what is
+removed, so the task head (`classifier`, `qa_outputs`) keeps every output: tags, labels or span ends.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from alembert.families import (LAYER_PARTS, check_ratio, part, prunable_layers, 
 from compress.registry import register_pass
 from alembert.compact import out_pruner, out_width, dependency_graph, prune_out_channels
 from alembert.errors import fail
+from alembert.modeldir import MODEL_INPUTS
+from alembert.tasks import task_of
 
 # name -> (torch-pruning scorer factory, whether it reads task-loss gradients)
 IMPORTANCE = {
@@ -91,15 +95,19 @@ def _accumulate_taylor_gradients(model: nn.Module, batches: Iterable[dict] | Non
         raise fail(f"{what}.importance=taylor needs task data", "give data=... (train split is used) or use importance=magnitude")
     model.eval()  # no dropout: the gradient should describe the deterministic model
     model.zero_grad(set_to_none=True)
+    task = task_of(model.config)  # the task the head was trained for: its own loss (token labels skip -100)
     used = 0
     for batch in batches:
         if used == count:
             break
-        inputs = {key: value for key, value in batch.items() if key != "index"}
-        model(**inputs).loss.backward()
+        inputs = {key: value for key, value in batch.items() if key in MODEL_INPUTS}
+        task.hard_loss(task.output_logits(model(**inputs)), batch["labels"]).backward()
         used += 1
     if used == 0:
         raise fail(f"{what}.importance=taylor got no batches of task data", "give a non-empty training set")
+    if not any(p.grad is not None and p.grad.any() for p in model.parameters()):  # scores would be 0/0 = NaN
+        raise fail(f"{what}.importance=taylor got no gradient from {used} batch(es): none has a labelled row or token",
+                   f"raise {what}.taylor_batches, check the labels, or use importance=magnitude")
 
 
 def group_scores(model: nn.Module, config, batches, what: str, roots: list[nn.Module]) -> tuple[tp.DependencyGraph, list[Tensor]]:

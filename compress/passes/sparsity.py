@@ -31,7 +31,7 @@ class SparsityConfig:
     """Zero the smallest-magnitude `sparsity` of the encoder's linear weights.
 
     scope=global ranks all those weights together; per_layer removes `sparsity` from each linear.
-    The classifier head is left dense: it is tiny and every weight of it matters.
+    The task head (classifier, qa_outputs) is left dense: it is tiny and every weight of it matters.
     """
 
     sparsity: float = 0.5
@@ -44,7 +44,7 @@ class SparsityConfig:
 
 
 def prunable_linears(model: nn.Module) -> list[nn.Linear]:
-    head = {id(m) for name, m in model.named_modules() if name.startswith(("classifier", "pre_classifier"))}
+    head = {id(m) for name, m in model.named_modules() if name.startswith(("classifier", "pre_classifier", "qa_outputs"))}
     return [m for m in model.base_model.modules() if isinstance(m, nn.Linear) and id(m) not in head]
 
 
