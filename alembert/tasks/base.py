@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -36,9 +37,19 @@ class Task:
 
         return AutoModelForSequenceClassification
 
+    def output_logits(self, outputs) -> Tensor:
+        """What hard_loss, metrics and drift checks read from a forward's output (a span task would stack its
+        start and end logits here)."""
+        return outputs.logits
+
     def onnx_outputs(self) -> dict[str, dict[int, str]]:
         """Output names and their dynamic axes."""
         return {"logits": {0: "batch"}}
+
+    def int8_metric_drop(self) -> float:
+        """The most the primary metric may fall from the fp32 graph to an int8 one (a fraction: 0.02 = 2 points) before
+        the export refuses the int8 variant; the export's tolerances.int8_metric_drop overrides it."""
+        return 0.02
 
     # --- data: reading, encoding, collating (sequence-level defaults; a token or span task overrides them) ---
 
@@ -120,3 +131,15 @@ class Task:
     def mix(self, logits: list[Tensor], weights: list[float], temperature: float) -> Tensor:
         """Several teachers' outputs as one teacher's (multi-teacher distillation)."""
         raise NotImplementedError
+
+    # --- paired comparisons (the benchmark tables): the primary metric as a function of per-example counts ---
+
+    def example_counts(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> np.ndarray:
+        """Per-example counts, [examples, k], whose column sums give the primary metric through `score_counts`;
+        a paired bootstrap resamples these rows (e.g. [correct, 1] for accuracy)."""
+        raise NotImplementedError(f"the {self.name} task has no per-example counts for a paired comparison")
+
+    def score_counts(self, summed: np.ndarray) -> np.ndarray:
+        """The primary metric from counts summed over examples: [..., k] -> [...]. Given one example's counts, it is
+        that example's own score, which a paired sign test compares."""
+        raise NotImplementedError(f"the {self.name} task has no per-example counts for a paired comparison")
