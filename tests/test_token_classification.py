@@ -180,3 +180,13 @@ def test_a_saved_hub_dataset_with_classlabel_tag_sequences_keeps_the_tag_names(t
     assert data.label_names == tuple(names)  # the dataset's declared tag set, in its order, as for a ClassLabel
     example = data.splits["dev"][0]
     assert [data.label_names[i] for i in example.label] == ["B-PER", "I-PER", "O"] and example.text == ("John", "Smith", "left")
+
+
+def test_a_token_model_saved_by_plain_transformers_is_read_back_as_a_token_task(tmp_path):
+    model = tiny_ner_model(40)
+    model.config.problem_type = None  # as transformers itself leaves it
+    model.save_pretrained(tmp_path / "plain")
+    from transformers import AutoConfig
+
+    assert task_of(AutoConfig.from_pretrained(tmp_path / "plain")) is NER
+    assert task_of(BertConfig(num_labels=3)).name == "classification"

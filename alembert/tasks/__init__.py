@@ -21,10 +21,19 @@ def task_named(name: str):
 
 
 def task_of(config):
-    """The task of a model, from its config's problem_type (or, as transformers infers it, its label count)."""
+    """The task of a model: its config's problem_type; else the head its `architectures` name, when exactly one task
+    has that head (a token model saved by plain transformers); else, as transformers infers it, its label count."""
     problem_type = getattr(config, "problem_type", None)
     for _, task in TASKS.items():
         if problem_type == task.problem_type:
             return task
+    heads = [task for _, task in TASKS.items() if _has_head(config, task)]
+    if len(heads) == 1:
+        return heads[0]
     fallback = "regression" if getattr(config, "num_labels", 2) == 1 else "classification"
     return TASKS.get(fallback)
+
+
+def _has_head(config, task) -> bool:
+    head = task.model_class.__name__.removeprefix("AutoModel")  # e.g. "ForTokenClassification"
+    return any(name.endswith(head) for name in getattr(config, "architectures", None) or ())

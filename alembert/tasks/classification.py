@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
@@ -62,6 +63,15 @@ class SequenceClassification(Task):
         agree = (student.argmax(-1) == teacher.argmax(-1)).float().mean()
         kl = F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean")
         return {"agreement": float(agree), "kl_to_teacher": float(kl)}
+
+    def example_counts(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> np.ndarray:
+        """[correct, 1] per example: accuracy is the first column's sum over the second's."""
+        correct = (logits.argmax(-1) == labels).numpy().astype(np.int64)
+        return np.stack([correct, np.ones_like(correct)], axis=-1)
+
+    def score_counts(self, summed: np.ndarray) -> np.ndarray:
+        summed = np.asarray(summed, dtype=np.float64)
+        return summed[..., 0] / np.maximum(summed[..., 1], 1.0)
 
     def mix(self, logits: list[Tensor], weights: Tensor, temperature: float) -> Tensor:
         """T * log(sum_i w_i softmax(z_i / T)): a weighted logsumexp of log-probabilities, so confident teachers
