@@ -1,4 +1,5 @@
-"""The benchmark's outputs: a markdown table, a JSON file and an accuracy-against-latency plot."""
+"""The benchmark's outputs: a markdown table, a JSON file and a plot of the task's metric (accuracy, entity F1, ...)
+against latency."""
 
 from __future__ import annotations
 
@@ -18,8 +19,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from alembert.errors import atomic_write_text  # noqa: E402
 from alembert.report import markdown_table  # noqa: E402
 
-COLUMNS = ("model", "runtime", "accuracy", "pct_of_teacher", "params", "non_embedding_params", "size_mb",
+METRIC = "{metric}"  # in COLUMNS: the task's primary metric (accuracy, f1, ...)
+COLUMNS = ("model", "runtime", METRIC, "pct_of_teacher", "params", "non_embedding_params", "size_mb",
            "latency_ms", "throughput", "speedup", "train_s", "pareto")
+
+
+def default_columns(metric: str) -> tuple[str, ...]:
+    return tuple(metric if column == METRIC else column for column in COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -27,25 +33,32 @@ class Layout:
     """How a benchmark's results are named and titled, and which columns its table shows."""
 
     name: str  # file stem: <name>.md, .json, .png
-    dataset: str  # what the accuracy is measured on, e.g. "SST-2 test (GLUE dev)"
-    columns: tuple[str, ...] = COLUMNS
+    dataset: str  # what the metric is measured on, e.g. "SST-2 test (GLUE dev)"
+    columns: tuple[str, ...] = default_columns("accuracy")
     threads: int = 2
+    metric: str = "accuracy"  # the task's primary metric: the key of every entry's figure
+    metric_label: str = ""  # its name on the figure; empty: `metric`
+    notes: str = ""  # a line under the header
+
+    @property
+    def label(self) -> str:
+        return self.metric_label or self.metric
 
 
-def pareto_flags(entries: list[dict]) -> list[bool]:
-    """An entry is on the front when no other is at least as accurate and as fast, and better in one."""
+def pareto_flags(entries: list[dict], metric: str = "accuracy") -> list[bool]:
+    """An entry is on the front when no other scores at least as high and runs as fast, and better in one."""
     def dominated(entry: dict) -> bool:
-        return any(other["accuracy"] >= entry["accuracy"] and other["latency_ms"] <= entry["latency_ms"]
-                   and (other["accuracy"] > entry["accuracy"] or other["latency_ms"] < entry["latency_ms"])
+        return any(other[metric] >= entry[metric] and other["latency_ms"] <= entry["latency_ms"]
+                   and (other[metric] > entry[metric] or other["latency_ms"] < entry["latency_ms"])
                    for other in entries)
     return [not dominated(entry) for entry in entries]
 
 
-def table_rows(entries: list[dict]) -> list[dict]:
+def table_rows(entries: list[dict], metric: str = "accuracy") -> list[dict]:
     timed = [entry for entry in entries if "latency_ms" in entry]
-    flags = dict(zip(map(id, timed), pareto_flags(timed)))
+    flags = dict(zip(map(id, timed), pareto_flags(timed, metric)))
     return [{**entry, "model": entry["label"], "pareto": "★" if flags.get(id(entry)) else "",
-             "accuracy": round(entry["accuracy"], 4), "agreement": round(entry["agreement"], 4) if "agreement" in entry else "",
+             metric: round(entry[metric], 4), "agreement": round(entry["agreement"], 4) if "agreement" in entry else "",
              "pct_of_teacher": round(entry.get("pct_of_teacher", 0), 1),
              "size_mb": round(entry["size_mb"], 1), "latency_ms": round(entry.get("latency_ms", float("nan")), 2),
              "throughput": round(entry.get("throughput", float("nan")), 1), "speedup": round(entry.get("speedup", 0), 2),
@@ -53,40 +66,70 @@ def table_rows(entries: list[dict]) -> list[dict]:
             for entry in entries]
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8")  # what int8 and bf16 speed depend on
+
+
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {date.today().isoformat()}"
+    return (f"{_cpu_model()}, {os.cpu_count()} cores, flags: {' '.join(_cpu_flags()) or 'unknown'}, "
+            f"{date.today().isoformat()}")
+
+
+def _cpu_info() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: the model from platform, no flags
+        return ""
+
+
+def _cpu_model() -> str:
+    for line in _cpu_info().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> list[str]:
+    for line in _cpu_info().splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in SPEED_FLAGS if flag in present]
+    return []
 
 
 def write_results(entries: list[dict], out_dir: Path, layout: Layout, *, command: str) -> Path:
-    rows = table_rows(entries)
+    rows = table_rows(entries, layout.metric)
+    notes = f"{layout.notes.strip()}\n" if layout.notes.strip() else ""
     header = (f"{layout.dataset}, {entries[0]['eval_examples']} examples. Latency: batch 1, sequence 64, "
               f"p50; throughput: sequences/s at batch 32, sequence 64; {layout.threads} threads; {machine()}.\n"
-              f"Reproduce: `{command}`\n\n")
+              f"{notes}Reproduce: `{command}`\n\n")
     atomic_write_text(out_dir / f"{layout.name}.md", header + markdown_table(rows, list(layout.columns)) + "\n")
     atomic_write_text(out_dir / f"{layout.name}.json", json.dumps(
-        {"command": command, "threads": layout.threads, "machine": machine(), "rows": rows}, indent=2, default=str) + "\n")
-    plot(rows, out_dir / f"{layout.name}.png", layout.dataset)
+        {"command": command, "threads": layout.threads, "machine": machine(), "metric": layout.metric,
+         "notes": layout.notes.strip(), "rows": rows},
+        indent=2, default=str) + "\n")
+    plot(rows, out_dir / f"{layout.name}.png", layout)
     return out_dir / f"{layout.name}.md"
 
 
-def plot(rows: list[dict], path: Path, dataset: str) -> None:
-    """Accuracy against batch-1 latency on a log axis; Pareto points are filled and labelled."""
+def plot(rows: list[dict], path: Path, layout: Layout) -> None:
+    """The metric against batch-1 latency on a log axis; Pareto points are filled and labelled."""
+    metric, dataset = layout.metric, layout.dataset
     timed = [row for row in rows if row.get("latency_ms") == row.get("latency_ms") and "error" not in row]
     figure, axes = plt.subplots(figsize=(9, 6))
     for row in timed:
         on_front = row["pareto"] == "★"
         marker = {"PyTorch fp32": "o"}.get(row["runtime"], "s" if "int8" in row["runtime"] else "^")
-        axes.scatter(row["latency_ms"], row["accuracy"], marker=marker, s=60,
+        axes.scatter(row["latency_ms"], row[metric], marker=marker, s=60,
                      facecolors="tab:red" if on_front else "none", edgecolors="tab:red" if on_front else "tab:blue")
-        axes.annotate(f"{row['model']}\n{row['runtime']}", (row["latency_ms"], row["accuracy"]), fontsize=6,
+        axes.annotate(f"{row['model']}\n{row['runtime']}", (row["latency_ms"], row[metric]), fontsize=6,
                       xytext=(4, 2), textcoords="offset points")
     front = sorted((row for row in timed if row["pareto"] == "★"), key=lambda row: row["latency_ms"])
-    axes.plot([row["latency_ms"] for row in front], [row["accuracy"] for row in front], color="tab:red", linewidth=1,
+    axes.plot([row["latency_ms"] for row in front], [row[metric] for row in front], color="tab:red", linewidth=1,
               label="Pareto front")
     axes.set_xscale("log")
     axes.set_xlabel("batch-1 latency at sequence 64, ms (log scale)")
-    axes.set_ylabel(f"{dataset} accuracy")
-    axes.set_title(f"{dataset}: accuracy against latency (o PyTorch, ^ ONNX fp32, s ONNX int8)", fontsize=10)
+    axes.set_ylabel(f"{dataset} {layout.label}")
+    axes.set_title(f"{dataset}: {layout.label} against latency (o PyTorch, ^ ONNX fp32, s ONNX int8)", fontsize=10)
     axes.legend(loc="lower right")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
