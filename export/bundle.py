@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from tqdm.auto import tqdm
@@ -23,33 +22,19 @@ from alembert.families import LAYER_PARTS, family, history
 from alembert.tasks.base import Task
 from alembert.tasks import task_of
 from alembert.compact import compact_for_export
-from alembert.data import DataConfig, load_task
+from alembert.decoding import DECODERS
 from alembert.errors import AlembertError, atomic_dir, fail
 from alembert.modeldir import LABEL_FILE, load_model_dir, load_tokenizer, resolve_source
 from export import parity as checks
 from export.config import ExportConfig
+from export.feeds import TaskFeeds, load_task_feeds
 from export.measure import evaluate, ort_runner, ort_session, random_feed, time_runner, torch_runner
-from export.onnx import EXPORTER, OUTPUT_NAME, attention_shapes, export_onnx, model_input_names, supported_length
+from export.onnx import EXPORTER, OUTPUT_NAME, attention_shapes, export_onnx, supported_length
 from export.variants import BASE, BASE_FILE, BuildContext, Candidate, resolve
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-EVAL_BATCH = 32
-CALIBRATION_BATCH = 8
 TORCH_INT8_WEIGHTS = "model_int8.safetensors"  # compress.saving.INT8_WEIGHTS; export does not import compress
-
-
-@dataclass(frozen=True)
-class TaskFeeds:
-    """Task data encoded once: calibration batches (train), metric batches and labels (dev, else test)."""
-
-    calibration: tuple[dict[str, np.ndarray], ...]
-    metric_feeds: tuple[dict[str, np.ndarray], ...]
-    labels: np.ndarray
-    task: Task
-    split: str
-    texts: tuple[str, ...]
-    label_note: str
 
 
 @dataclass(frozen=True)
@@ -88,7 +73,8 @@ def build_bundle(config: ExportConfig) -> Path:
 
 
 def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: str = "in-memory model") -> Path:
-    """Export an in-memory classifier (any pass result) with its tokenizer into the bundle `out`."""
+    """Export an in-memory model of any task (a classifier, regressor or token tagger; any pass result) with its
+    tokenizer into the bundle `out`."""
     variants = resolve(config.variants)
     model = compacted(model)
     config = dataclasses.replace(config, max_length=supported_length(model, tokenizer, config.max_length))
@@ -98,8 +84,7 @@ def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: s
     task = load_task_feeds(config, tokenizer, labels, model) if config.data is not None else None
     with atomic_dir(out) as work:
         names = export_onnx(model, tokenizer, work / BASE_FILE, opset=config.opset)
-        texts = task.texts if task is not None else tuple(checks.fallback_texts(config.parity.samples))
-        judge = Judge(checks.build_parity_set(model, tokenizer, names, texts, config.parity, config.max_length), config, task)
+        judge = Judge(parity_set(model, tokenizer, names, config, task), config, task)
         entries = {BASE: accept(BASE, "fp32", iter([Candidate(work / BASE_FILE, (EXPORTER,))]), judge, None)}
         heads, hidden = attention_shapes(model)
         accepted = {BASE: work / BASE_FILE}
@@ -116,6 +101,20 @@ def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: s
         manifest = build_manifest(entries, names, model, config, judge, source)
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+def parity_set(model, tokenizer, names: tuple[str, ...], config: ExportConfig, task: TaskFeeds | None) -> checks.ParitySet:
+    """PyTorch's logits on the task's own encoded rows (pairs as pairs, token tasks word-aligned) when data is
+    given, else on demo sentences; either way with a long text that fills every max length."""
+    texts = checks.fallback_texts(config.parity.samples)  # texts[0] is the long one
+    model_task = task_of(model.config)
+    if task is None:
+        return checks.build_parity_set(model, tokenizer, names, lambda length: checks.text_rows(tokenizer, texts, length),
+                                       config.parity, config.max_length, model_task)
+    return checks.build_parity_set(model, tokenizer, names,
+                                   lambda length: task.parity_rows(tokenizer, length, config.parity.samples),
+                                   config.parity, config.max_length, model_task,
+                                   filler=lambda length: checks.text_rows(tokenizer, texts[:1], length))
 
 
 def compacted(model):
@@ -168,15 +167,26 @@ def check(precision: str, candidate: Candidate, judge: Judge, base_entry: dict |
     if not diff <= tolerance:
         return entry, f"max abs difference from PyTorch {diff:.3g} exceeds the {precision} tolerance {tolerance:g}"
     if judge.task is not None:
-        runner = ort_runner(checks.session(candidate.path))
-        entry["metric_name"], metrics = evaluate(runner, judge.task.metric_feeds, judge.task.labels, judge.task.task)
+        entry["metric_name"], metrics = task_metric(ort_runner(checks.session(candidate.path)), judge.task)
         entry["metric"] = metrics[entry["metric_name"]]
         if base_entry is not None:
             entry["metric_drop"] = base_entry["metric"] - entry["metric"]
-            if precision == "int8" and entry["metric_drop"] > tolerances.int8_metric_drop:
+            allowed = int8_metric_drop(judge.config, judge.task.task)
+            if precision == "int8" and entry["metric_drop"] > allowed:
                 return entry, (f"{entry['metric_name']} drops by {entry['metric_drop']:.4f} from fp32 "
-                               f"(allowed {tolerances.int8_metric_drop:g})")
+                               f"(allowed {allowed:g})")
     return entry, None
+
+
+def task_metric(runner, task: TaskFeeds) -> tuple[str, dict[str, float]]:
+    """The task's metrics on the metric batches, classes named as the model names them."""
+    return evaluate(runner, task.metric_batches, task.task, task.label_names)
+
+
+def int8_metric_drop(config: ExportConfig, task: Task) -> float:
+    """The configured bound on the int8 metric drop, else the task's own."""
+    configured = config.tolerances.int8_metric_drop
+    return task.int8_metric_drop() if configured is None else configured
 
 
 def opset_of(path: Path) -> int:
@@ -187,49 +197,6 @@ def opset_of(path: Path) -> int:
 def label_names(model) -> tuple[str, ...]:
     id2label = model.config.id2label or {}
     return tuple(str(id2label[i]) for i in sorted(id2label, key=int))
-
-
-def load_task_feeds(config: ExportConfig, tokenizer, labels: tuple[str, ...], model) -> TaskFeeds:
-    """Load task data with the model's label order, and encode calibration and metric batches."""
-    task, note = _load_labelled(config.data, labels)
-    split = "dev" if "dev" in task.splits else "test" if "test" in task.splits else "train"
-    names = model_input_names(model, tokenizer)
-    max_length = min(config.max_length, config.data.max_length)
-
-    def batches(rows, size: int) -> tuple[dict[str, np.ndarray], ...]:
-        return tuple(checks.encode_feeds(tokenizer, [r.text for r in rows[i:i + size]], names, max_length)
-                     for i in range(0, len(rows), size))
-
-    metric_rows = task.splits[split][: config.metric_examples]
-    texts = tuple(r.text for r in task.splits[split][: config.parity.samples])
-    return TaskFeeds(calibration=calibration_batches(tokenizer, [r.text for r in task.splits["train"]], names,
-                                                     config.calibration.samples, max_length),
-                     metric_feeds=batches(metric_rows, EVAL_BATCH),
-                     labels=torch.tensor([r.label for r in metric_rows], dtype=task.task.label_dtype).numpy(),
-                     task=task.task, split=split, texts=texts + (" ".join(texts),), label_note=note)
-
-
-def calibration_batches(tokenizer, texts: list[str], names, samples: int, max_length: int) -> tuple[dict[str, np.ndarray], ...]:
-    """Equal-shape batches: the histogram calibrators (entropy, percentile) stack every batch into one array."""
-    texts = texts[:samples]
-    longest = max(len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
-    size = min(CALIBRATION_BATCH, len(texts))
-    return tuple(checks.encode_feeds(tokenizer, texts[i:i + size], names, longest, fixed=True)
-                 for i in range(0, len(texts) - size + 1, size))
-
-
-def _load_labelled(data: DataConfig, labels: tuple[str, ...]):
-    """Map the data's labels onto the model's classes: by name, or by index when the data uses 0..n-1."""
-    found = load_task(data).label_names
-    if found is None:  # the task has no label names (regression targets)
-        return load_task(data), f"{data.task_type} targets"
-    if set(found) <= set(labels):
-        return load_task(data, labels), "data labels matched to the model's label names"
-    if all(name.isdigit() and int(name) < len(labels) for name in found):
-        return load_task(data, tuple(str(i) for i in range(len(labels)))), \
-            f"numeric data labels taken as class indices ({', '.join(f'{i}={n}' for i, n in enumerate(labels))})"
-    raise fail(f"the data's labels {list(found)} match neither the model's labels {list(labels)} nor indices 0..{len(labels) - 1}",
-               "use task data with the labels the model was trained on")
 
 
 def add_latency(entries: dict, accepted: dict[str, Path], model, names: tuple[str, ...], config: ExportConfig) -> None:
@@ -263,8 +230,7 @@ def build_manifest(entries: dict, names: tuple[str, ...], model, config: ExportC
     pytorch = entries.pop("pytorch")
     task = judge.task
     if task is not None:
-        runner = torch_runner(model)
-        pytorch["metric_name"], metrics = evaluate(runner, task.metric_feeds, task.labels, task.task)
+        pytorch["metric_name"], metrics = task_metric(torch_runner(model), task)
         pytorch["metric"] = metrics[pytorch["metric_name"]]
     accepted = [name for name, entry in entries.items() if "skipped" not in entry]
     return {
@@ -280,13 +246,25 @@ def build_manifest(entries: dict, names: tuple[str, ...], model, config: ExportC
         "problem_type": task_of(model.config).problem_type,
         "decoder": task_of(model.config).decoder,  # export.runtime decodes outputs with alembert.decoding's entry
         "max_length": config.max_length,
-        "truncation": f"texts longer than {config.max_length} tokens are cut at the end (right truncation)",
+        "truncation": truncation_note(model, config.max_length),
         "default_variant": "optimized" if "optimized" in accepted else BASE,
-        "parity": {"batch_shapes": judge.parity.shapes, "tolerances": dataclasses.asdict(config.tolerances)},
-        "data": None if task is None else {"metric_split": task.split, "metric_examples": int(len(task.labels)),
+        "parity": {"batch_shapes": judge.parity.shapes, "tolerances": tolerances_of(config, task_of(model.config))},
+        "data": None if task is None else {"metric_split": task.split, "metric_examples": task.examples,
                                             "labels": task.label_note},
         "latency_shape": {"batch_size": config.latency.batch_size, "seq_len": config.latency.seq_len,
                           "threads": config.latency.threads},
         "pytorch": pytorch,
         "variants": {name: ({"file": BASE_FILE} | entry if name == BASE else entry) for name, entry in entries.items()},
     }
+
+
+def tolerances_of(config: ExportConfig, task: Task) -> dict:
+    """The tolerances the checks applied, the int8 metric bound resolved to the task's where none was configured."""
+    return dataclasses.asdict(config.tolerances) | {"int8_metric_drop": int8_metric_drop(config, task)}
+
+
+def truncation_note(model, max_length: int) -> str:
+    """What the runtime does with a text longer than max_length tokens: its decoder splits it into windows, or it is cut."""
+    if DECODERS.get(task_of(model.config).decoder).windowed:
+        return f"texts longer than {max_length} tokens are split into overlapping windows whose predictions are merged"
+    return f"texts longer than {max_length} tokens are cut at the end (right truncation)"

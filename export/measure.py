@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from alembert.tagging import IGNORED
 from alembert.tasks.base import Task
 
 Feed = dict[str, np.ndarray]
@@ -95,11 +96,13 @@ def time_in_turns(runners: dict, feed: Feed, *, runs: int, warmup: int, rounds: 
             for name, times in samples.items()}
 
 
-def evaluate(run: Callable[[Feed], object], feeds: Sequence[Feed], labels: np.ndarray, task: Task) -> tuple[str, dict[str, float]]:
-    """`task`'s metrics of any runner (ORT or PyTorch) on pre-encoded batches, and the name of its primary one."""
-    outputs = [np.asarray(_logits(run(feed)), dtype=np.float32) for feed in feeds]
-    logits = torch.from_numpy(np.concatenate(outputs))
-    return task.primary_metric, task.metrics(logits, torch.from_numpy(labels))
+def evaluate(run: Callable[[Feed], object], batches: Sequence, task: Task,
+             label_names: tuple[str, ...] | None = None) -> tuple[str, dict[str, float]]:
+    """`task`'s metrics of any runner (ORT or PyTorch) on pre-encoded batches (each with `.feed` and the task's
+    collated `.labels`), and the name of its primary one. Batches of different widths are gathered by the task."""
+    outputs = [torch.from_numpy(np.asarray(_logits(run(batch.feed)), dtype=np.float32)) for batch in batches]
+    labels = task.gather([batch.labels for batch in batches], IGNORED)
+    return task.primary_metric, task.metrics(task.gather(outputs, 0.0), labels, label_names)
 
 
 def _logits(output) -> np.ndarray:

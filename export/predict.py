@@ -1,8 +1,10 @@
 """`python -m export.predict BUNDLE "text" ...`, or JSONL on stdin -> JSONL on stdout. Torch-free.
 
-A stdin line is a JSON string, or an object with a "text" field (other fields, such as an id,
-are copied to the output line, except those named like result fields). A text may be a pair: a
-list of two strings. A line that is not valid JSON gets an error line; the rest go on.
+A stdin line is a JSON string, or an object with a "text" field and, for a sentence-pair task, a
+"text_pair" field (other fields, such as an id, are copied to the output line, except those named
+like result fields). A text may also be a pair as a list of two strings. A line that is not valid
+JSON, or whose text or pair is malformed, gets an error line; the rest go on. A token-classification
+bundle answers with entities (--aggregation first|average|max; long texts in windows, --stride).
 Stdin is read as UTF-8 whatever the locale; each output line is one line for any line splitter.
 """
 
@@ -14,9 +16,11 @@ import sys
 from collections.abc import Iterable, Iterator
 
 from alembert.errors import run_cli
+from alembert.decoding import AGGREGATIONS
 from export.runtime import Predictor
 
-RESULT_FIELDS = {"label", "probabilities", "score", "truncated", "error"}
+RESULT_FIELDS = {"label", "probabilities", "score", "entities", "windows", "truncated", "error"}
+TEXT_FIELDS = {"text", "text_pair"}  # what a line's item is made of; not echoed back
 # Line breaks to str.splitlines() that json.dumps leaves raw when it writes non-ASCII text.
 LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
@@ -32,6 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variant", default=None, help="variant name from manifest.json (default: the bundle's default)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first",
+                        help="token tasks: a word's tag from its first sub-token, their average, or the most confident one")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="token tasks: tokens shared by consecutive windows of a long text (default: a quarter of one)")
     return parser.parse_intermixed_args(argv)  # options may come before or after the texts
 
 
@@ -58,7 +66,14 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[dict, object]]:
         elif "text" not in record:
             yield record, LineError('the object has no "text" field')
         else:
-            yield {key: value for key, value in record.items() if key != "text"}, record["text"]
+            yield {key: value for key, value in record.items() if key not in TEXT_FIELDS}, text_item(record)
+
+
+def text_item(record: dict) -> object:
+    """The record's text, or its (text, text_pair) pair; a malformed pair gets its error from the predictor."""
+    if "text_pair" not in record:
+        return record["text"]
+    return record["text"], record["text_pair"]
 
 
 def reject_constant(name: str):
@@ -110,7 +125,8 @@ def predict_lines(predictor: Predictor, records: Iterable[tuple[dict, object]], 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    predictor = Predictor(args.bundle, args.variant, threads=args.threads, batch_size=args.batch_size)
+    predictor = Predictor(args.bundle, args.variant, threads=args.threads, batch_size=args.batch_size,
+                          aggregation=args.aggregation, stride=args.stride)
     records = (({"text": text}, text) for text in args.texts) if args.texts else read_jsonl(text_lines(sys.stdin))
     predict_lines(predictor, records, sys.stdout, args.batch_size)
 

@@ -5,6 +5,10 @@
 
 An item is a text, or a pair of texts (a tuple or list of two strings, for sentence-pair tasks).
 Every item gets a result or a per-item error; nothing an item contains can crash the batch.
+The bundle's manifest names the decoder (alembert.decoding) that turns outputs into results: a label
+and probabilities, a score, or a token task's entities with character offsets into the text, e.g.
+{"entity": "PER", "text": "Angela Merkel", "start": 0, "end": 13, "score": 0.98}; a token task's text
+longer than max_length tokens is split into overlapping windows, not truncated.
 On a device, copy this file, predict.py, export/__init__.py and alembert/{__init__,errors,registry,decoding}.py
 (all torch-free).
 """
@@ -19,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from alembert.decoding import DECODERS
+from alembert.decoding import AGGREGATIONS, DECODERS, Encoded, Window
 from alembert.errors import fail
 
 MANIFEST = "manifest.json"
@@ -83,8 +87,11 @@ def _pad_id(bundle: Path, tokenizer: Tokenizer) -> int:
     return 0 if pad_id is None else pad_id
 
 
-def item_problem(item: object) -> str | None:
-    """Why an item cannot be tokenized, or None when it can. Empty and whitespace-only text is valid."""
+def item_problem(item: object, pairs: bool = True) -> str | None:
+    """Why an item cannot be tokenized, or None when it can. Empty and whitespace-only text is valid; a pair is
+    valid only where the task takes pairs (`pairs`)."""
+    if not pairs:
+        return text_problem(item, "a string (this bundle's task takes one text, not a pair)")
     if not is_pair(item):
         return text_problem(item, "a string or a pair of two strings")
     for which, text in zip(("first", "second"), item):
@@ -111,27 +118,39 @@ def text_problem(text: object, expected: str) -> str | None:
 
 
 class Predictor:
-    """A bundle variant ready to classify text. `variant=None` takes the bundle's default (the fused fp32 graph)."""
+    """A bundle variant ready to run on text. `variant=None` takes the bundle's default (the fused fp32 graph).
 
-    def __init__(self, bundle: str | Path, variant: str | None = None, *, threads: int | None = None, batch_size: int = 32):
+    `aggregation` (first | average | max) is how a token task scores a word from its sub-tokens; `stride` is how
+    many tokens consecutive windows of a long text share there (default: a quarter of a window). Both are
+    ignored by sequence tasks, whose long texts are truncated instead."""
+
+    def __init__(self, bundle: str | Path, variant: str | None = None, *, threads: int | None = None, batch_size: int = 32,
+                 aggregation: str = "first", stride: int | None = None):
         self.bundle = Path(bundle).expanduser()
         self.manifest = read_manifest(self.bundle)
         names = available_variants(self.manifest)
         self.variant = variant or self.manifest.get("default_variant") or "fp32"
         if self.variant not in names:
             raise fail(f"bundle {self.bundle} has no variant '{self.variant}'", f"choose one of {', '.join(names)}")
+        if aggregation not in AGGREGATIONS:
+            raise fail(f"aggregation '{aggregation}' is unknown", f"use one of {', '.join(AGGREGATIONS)}")
         self.session = load_session(self.bundle / self.manifest["variants"][self.variant]["file"], threads)
         self.max_length = int(self.manifest.get("max_length", 128))
         self.tokenizer, self.pad_id = load_tokenizer(self.bundle, self.max_length)
         self.labels = list(self.manifest.get("labels") or [])
-        self.decode = DECODERS.get(decoder_name(self.manifest))
+        self.decoder = DECODERS.get(decoder_name(self.manifest))
+        self.stride = window_stride(self.tokenizer, self.max_length, stride) if self.decoder.windowed else 0
+        self.tokenizer.enable_truncation(self.max_length, stride=self.stride)
+        self.options = {"aggregation": aggregation}
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.batch_size = max(1, batch_size)
 
     def predict(self, texts: Sequence[object] | str) -> list[dict]:
-        """One dict per item (a text or a pair): {"label", "probabilities", "truncated"} (or {"score", ...}), or {"error"}."""
+        """One dict per item (a text or a pair): the decoder's fields ({"label", "probabilities"}, {"score"} or
+        {"entities", "windows"}) and "truncated", or {"error"}."""
         items = [texts] if isinstance(texts, (str, bytes)) else list(texts)  # list(bytes) would be a list of ints
-        results: list[dict] = [{"error": problem} if (problem := item_problem(item)) else {} for item in items]
+        results: list[dict] = [{"error": problem} if (problem := item_problem(item, self.decoder.pairs)) else {}
+                               for item in items]
         valid = [i for i, result in enumerate(results) if not result]
         for start in range(0, len(valid), self.batch_size):
             chunk = valid[start:start + self.batch_size]
@@ -143,20 +162,43 @@ class Predictor:
     def _predict_batch(self, texts: list[str | tuple[str, str]]) -> list[dict]:
         # encode_batch reads a tuple as a pair: one sequence, segments by type id, truncated together (longest first)
         encodings = self.tokenizer.encode_batch(texts)
+        windows = [[e, *e.overflowing] if self.decoder.windowed else [e] for e in encodings]
+        flat = [window for item in windows for window in item]
+        rows = [row for start in range(0, len(flat), self.batch_size) for row in self._run(flat[start:start + self.batch_size])]
+        results, used = [], 0
+        for text, item in zip(texts, windows):
+            results.append(self._result(text, item, rows[used:used + len(item)]))
+            used += len(item)
+        return results
+
+    def _run(self, encodings: list) -> np.ndarray:
+        """The model's outputs for encodings padded to the longest of them, in float64."""
         width = max(len(e.ids) for e in encodings)
-        feed = {"input_ids": np.full((len(texts), width), self.pad_id, dtype=np.int64),
-                "attention_mask": np.zeros((len(texts), width), dtype=np.int64),
-                "token_type_ids": np.zeros((len(texts), width), dtype=np.int64)}
+        feed = {"input_ids": np.full((len(encodings), width), self.pad_id, dtype=np.int64),
+                "attention_mask": np.zeros((len(encodings), width), dtype=np.int64),
+                "token_type_ids": np.zeros((len(encodings), width), dtype=np.int64)}
         for row, encoding in enumerate(encodings):
             length = len(encoding.ids)
             feed["input_ids"][row, :length] = encoding.ids
             feed["attention_mask"][row, :length] = 1
             feed["token_type_ids"][row, :length] = encoding.type_ids
-        logits = self.session.run(None, {name: feed[name] for name in self.input_names})[0].astype(np.float64)
-        return [self._result(row, bool(encoding.overflowing)) for row, encoding in zip(logits, encodings)]
+        return self.session.run(None, {name: feed[name] for name in self.input_names})[0].astype(np.float64)
 
-    def _result(self, logits: np.ndarray, truncated: bool) -> dict:
-        return {**self.decode(logits, self.labels), "truncated": truncated}
+    def _result(self, text: str | tuple[str, str], windows: list, rows: list[np.ndarray]) -> dict:
+        encoded = Encoded(text, tuple(Window.of(window) for window in windows), self.stride)
+        outputs = rows if self.decoder.windowed else rows[0]
+        truncated = not self.decoder.windowed and bool(windows[0].overflowing)  # windows cut nothing
+        return {**self.decoder(outputs, self.labels, encoded, **self.options), "truncated": truncated}
+
+
+def window_stride(tokenizer: Tokenizer, max_length: int, stride: int | None) -> int:
+    """Tokens consecutive windows share: `stride`, or a quarter of a window's room for text; it must leave room."""
+    room = max_length - tokenizer.num_special_tokens_to_add(False)
+    chosen = room // 4 if stride is None else stride
+    if not 0 <= chosen < room:
+        raise fail(f"stride={stride} does not fit windows of {max_length} tokens ({room} of them text)",
+                   f"use a stride from 0 to {room - 1}")
+    return chosen
 
 
 def decoder_name(manifest: dict) -> str:

@@ -48,6 +48,7 @@ PLACES = {
     "export": {"data": "data/none"},
     "sst2": {},
     "recipes": {},
+    "conll": {},
 }
 # primary config -> the keys it sets to something other than its dataclass's default, on purpose.
 INTENDED = {
@@ -56,6 +57,8 @@ INTENDED = {
     "export": set(),
     "sst2": {"work_dir", "modes", "base_overrides", "rows"},  # the benchmark itself; work_dir via ${oc.env:HOME}
     "recipes": {"name", "work_dir", "results_dir", "modes", "base_overrides", "rows", "onnx_variants", "columns"},
+    "conll": {"name", "data_dir", "work_dir", "results_dir", "modes", "base_overrides", "rows", "columns", "split_file",
+              "header", "metric_label"},  # CoNLL's .txt files have no header row; the metric is entity F1
 }
 # The signature of each block: a mapping with this many of the dataclass's keys is that block written out.
 BLOCKS = {"train/default": (TrainConfig, 3), "data/default": (DataConfig, 3), "recovery/default": (RecoveryConfig, 2)}
@@ -66,9 +69,10 @@ def _bench(raw: dict) -> BenchConfig:
 
 
 TYPED = {"config": lambda raw: from_dict(RunConfig, raw), "compress": lambda raw: from_dict(CompressConfig, raw),
-         "export": to_export_config, "sst2": _bench, "recipes": _bench}
+         "export": to_export_config, "sst2": _bench, "recipes": _bench, "conll": _bench}
 DEFAULTS = {"config": RunConfig(), "compress": CompressConfig(), "export": ExportConfig(), "sst2": BenchConfig(),
-            "recipes": BenchConfig()}
+            "recipes": BenchConfig(), "conll": BenchConfig()}
+CONLL_LINES = "-DOCSTART- -X- -X- O\n\nPeter NNP B-NP B-PER\nvisited VBD B-VP O\nParis NNP B-NP B-LOC\n\n"
 
 
 def composed(name: str, *overrides: str) -> dict:
@@ -169,11 +173,11 @@ def test_command_line_overrides_reach_the_group_blocks(name, overrides, key, val
     assert at(composed(name, *overrides), key) == value
 
 
-@pytest.mark.parametrize("name", ["sst2", "recipes"])
+@pytest.mark.parametrize("name", ["sst2", "recipes", "conll"])
 def test_every_benchmark_mode_composes_its_rows(name, tmp_path):
-    for split in ("train", "dev", "test"):
-        (tmp_path / f"{split}.tsv").write_text("sentence\tlabel\na good film\t1\na bad film\t0\n")
     bench = _bench(composed(name, f"data_dir={tmp_path}"))
+    for split in ("train", "dev", "test"):  # the files the benchmark names: SST-2's TSV with a header, CoNLL's columns
+        (tmp_path / bench.split_file.format(split=split)).write_text("\t".join(bench.header) + "\na good film\t1\na bad film\t0\n" if bench.header else CONLL_LINES)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for mode in bench.modes:
             rows = compose_rows(dataclasses.replace(bench, mode=mode),

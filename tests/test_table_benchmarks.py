@@ -1,4 +1,5 @@
-"""The table benchmarks (benchmarks.sst2, benchmarks.recipes) on a tiny teacher and a tiny SST-2-shaped folder.
+"""The table benchmarks (benchmarks.sst2, benchmarks.recipes) on a tiny teacher and a tiny SST-2-shaped folder
+(benchmarks.conll has its own file, tests/test_conll_benchmark.py).
 
 The real figures come from `python -m benchmarks.sst2` and `python -m benchmarks.recipes`; here the same
 commands run end to end on tiny models, resume their finished rows, share rows with each other, and
@@ -183,7 +184,7 @@ def test_recipes_quick_mode_trains_every_recipe_and_reuses_the_sst2_rows(tiny_be
 def test_results_live_in_one_folder_per_tool_and_the_readme_links_resolve():
     results = ROOT / "benchmarks" / "results"
     assert sorted(path.name for path in results.iterdir() if not path.is_dir()) == []  # nothing loose at the top
-    for name in ("sst2", "recipes"):
+    for name in ("sst2", "recipes", "conll"):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             assert compose(config_name=name).results_dir == f"benchmarks/results/{name}"
     linked = set(re.findall(r"benchmarks/results/[\w./-]+\.(?:md|json|png)", (ROOT / "README.md").read_text()))

@@ -15,18 +15,19 @@ from pathlib import Path
 
 from collections.abc import Callable
 
-from benchmarks.table.config import BenchConfig, Row, check_data_dir, check_rows
+from benchmarks.table.config import BenchConfig, Row, check_data_dir, check_rows, split_path
 from alembert.config import from_dict
 from alembert.errors import run_cli
 from pipeline.run import RunConfig
 
 
 def data_overrides(bench: BenchConfig) -> list[str]:
-    """SST-2's three files from data_dir, checked first; nothing when the mode names its own task."""
+    """The mode's split files from data_dir (split_file names them), checked first; nothing when the mode names
+    its own task."""
     if not bench.settings.data_files:
         return []
-    data_dir = check_data_dir(bench.data_dir)
-    return ["data.task=files", *(f"data.{split}={data_dir / f'{split}.tsv'}" for split in ("train", "dev", "test"))]
+    data_dir = check_data_dir(bench)
+    return ["data.task=files", *(f"data.{split}={data_dir / split_path(bench, split)}" for split in bench.settings.splits)]
 
 
 Compose = Callable[[list[str]], dict]  # python -m distill overrides -> the resolved config as plain data

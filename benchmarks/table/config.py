@@ -1,4 +1,5 @@
-"""Typed settings of a row benchmark; benchmarks/table/cli.py builds them from alembert/conf/sst2.yaml or alembert/conf/recipes.yaml."""
+"""Typed settings of a row benchmark; benchmarks/table/cli.py builds them from alembert/conf/sst2.yaml,
+alembert/conf/recipes.yaml or alembert/conf/conll.yaml."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from alembert.config import from_dict
 from alembert.errors import fail
 from pipeline.run import RunConfig
 
-SPLIT_FILES = ("train.tsv", "dev.tsv", "test.tsv")
-COLUMNS = ("sentence", "label")
+SPLIT_FILE = "{split}.tsv"  # SST-2's train.tsv, dev.tsv, test.tsv
+HEADER = ("sentence", "label")
+SPLITS = ("train", "dev", "test")
 ROW_KINDS = ("teacher", "baseline", "distil", "compress")
 
 
@@ -19,8 +21,10 @@ class ModeConfig:
     """What `mode=full`, `mode=quick`, ... changes: shared overrides, the data and how long to time each model."""
 
     overrides: tuple[str, ...] = ()
-    data_files: bool = True  # the task is data_dir's SST-2 files; false: the overrides name the task (data.task=demo)
-    dataset: str = "SST-2 test (GLUE dev)"  # what the accuracy column is measured on, for the table's header
+    data_files: bool = True  # the task is data_dir's split files; false: the overrides name the task (data.task=demo)
+    dataset: str = "SST-2 test (GLUE dev)"  # what the metric column is measured on, for the table's header
+    splits: tuple[str, ...] = SPLITS  # which of data_dir's split files the mode reads; without test, it reports on dev
+    notes: str = ""  # a line under the table's header: training subsets, what an example is, ...
     latency_runs: int = 50
     throughput_runs: int = 10
 
@@ -50,7 +54,10 @@ class BenchConfig:
     base_overrides: tuple[str, ...] = ()
     rows: tuple[RowSpec, ...] = ()
     onnx_variants: tuple[str, ...] = ("optimized", "int8_dynamic")
-    columns: tuple[str, ...] = ()  # the table's columns; empty: report.COLUMNS
+    columns: tuple[str, ...] = ()  # the table's columns; empty: report.COLUMNS, with the task's primary metric
+    split_file: str = SPLIT_FILE  # each split's file name in data_dir, {split} standing for train, dev or test
+    header: tuple[str, ...] = HEADER  # columns each split file's tab-separated header row must have; []: no header row
+    metric_label: str = ""  # the metric's name on the figure, e.g. "entity F1"; empty: the task's primary metric
 
     @property
     def settings(self) -> ModeConfig:
@@ -79,18 +86,27 @@ class Row:
         return f"{self.spec.id}-{self.key}"
 
 
-def check_data_dir(data_dir: str) -> Path:
-    """The data directory must hold SST-2's three TSV files with a `sentence` and a `label` column."""
-    root = Path(data_dir).expanduser()
-    missing = [name for name in SPLIT_FILES if not (root / name).is_file()]
+def split_path(bench: BenchConfig, split: str) -> str:
+    return bench.split_file.replace("{split}", split)
+
+
+def check_data_dir(bench: BenchConfig) -> Path:
+    """data_dir must hold the mode's split files, each with the header columns the benchmark names (if any)."""
+    root = Path(bench.data_dir).expanduser()
+    splits = bench.settings.splits
+    if "train" not in splits or not set(splits) <= set(SPLITS):
+        raise fail(f"mode={bench.mode} reads splits {list(splits)}", "a mode reads train and any of dev, test")
+    names = [split_path(bench, split) for split in splits]
+    missing = [name for name in names if not (root / name).is_file()]
+    columns = f" (header row: {'<TAB>'.join(bench.header)})" if bench.header else ""
     if missing:
-        raise fail(f"data_dir={data_dir} lacks {', '.join(missing)}",
-                   "point data_dir at a folder with SST-2's train.tsv, dev.tsv and test.tsv (columns sentence, label)")
-    for name in SPLIT_FILES:
+        raise fail(f"data_dir={bench.data_dir} lacks {', '.join(missing)}",
+                   f"point data_dir at a folder with the benchmark's {', '.join(names)}{columns}")
+    for name in names if bench.header else ():
         header = (root / name).open(encoding="utf-8").readline().rstrip("\n").split("\t")
-        if not set(COLUMNS) <= set(header):
-            raise fail(f"{root / name} has columns {header}, not {list(COLUMNS)}",
-                       "use SST-2's GLUE TSV files, whose header is: sentence<TAB>label")
+        if not set(bench.header) <= set(header):
+            raise fail(f"{root / name} has columns {header}, not {list(bench.header)}",
+                       f"use the benchmark's files, whose header row is: {'<TAB>'.join(bench.header)}")
     return root.resolve()
 
 

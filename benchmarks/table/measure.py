@@ -1,13 +1,14 @@
 """Export every student to ONNX and time every model, PyTorch and ONNX, in this one process.
 
-Accuracy is deterministic and cached with the row; latency is always measured afresh, all rows
-in one pass, so every speedup in the table is a ratio between figures from the same run.
+The task's metric (accuracy, entity F1, ...) is deterministic and cached with the row; latency is always
+measured afresh, all rows in one pass, so every speedup in the table is a ratio between figures from the same run.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,12 @@ from tqdm.auto import tqdm
 
 from compress.saving import load_compressed
 from alembert.errors import AlembertError, atomic_write_text
-from alembert.tasks import task_named
 from alembert.modeldir import load_tokenizer
+from alembert.tagging import IGNORED
+from alembert.tasks.base import Task
 from export.bundle import MANIFEST, export_model
 from export.config import ExportConfig, LatencyConfig
+from export.feeds import MetricBatch
 from export.measure import evaluate, ort_runner, ort_session, random_feed, time_in_turns, torch_runner
 
 SEQ_LEN = 64
@@ -38,18 +41,32 @@ class Settings:
 
 @dataclass(frozen=True)
 class EvalSet:
-    """The reporting split as the PyTorch evaluation saw it: the same batches, padded the same way."""
+    """The reporting split as the PyTorch evaluation saw it: the same batches, padded the same way, each with the
+    task's collated labels; `labels` gathers them as the task does (token rows padded to one width)."""
 
-    feeds: tuple[dict[str, np.ndarray], ...]
-    labels: np.ndarray
+    batches: tuple[MetricBatch, ...]
+    task: Task
+    label_names: tuple[str, ...] | None
+
+    @property
+    def metric(self) -> str:
+        return self.task.primary_metric
+
+    @cached_property
+    def labels(self) -> torch.Tensor:
+        return self.task.gather([batch.labels for batch in self.batches], IGNORED)
+
+    def score(self, run, inputs: set[str]) -> float:
+        """The task's primary metric of a runner that takes only `inputs`."""
+        batches = [MetricBatch({name: array for name, array in batch.feed.items() if name in inputs}, batch.labels)
+                   for batch in self.batches]
+        return evaluate(run, batches, self.task, self.label_names)[1][self.metric]
 
 
-def eval_set(loader) -> EvalSet:
-    feeds, labels = [], []
-    for batch in loader:
-        feeds.append({name: batch[name].numpy() for name in INPUTS if name in batch})
-        labels.append(batch["labels"].numpy())
-    return EvalSet(tuple(feeds), np.concatenate(labels))
+def eval_set(loader, task: Task, label_names: tuple[str, ...] | None) -> EvalSet:
+    batches = tuple(MetricBatch({name: batch[name].numpy() for name in INPUTS if name in batch}, batch["labels"])
+                    for batch in loader)
+    return EvalSet(batches, task, label_names)
 
 
 def pytorch_entry(record: dict) -> tuple[dict, object]:
@@ -58,19 +75,19 @@ def pytorch_entry(record: dict) -> tuple[dict, object]:
 
 
 def onnx_entries(record: dict, variants: tuple[str, ...], data: EvalSet, threads: int, row_dir: Path) -> list[tuple[dict, object]]:
-    """One entry (and its runner) per ONNX variant of a student, with accuracy on the reporting split and size."""
+    """One entry (and its runner) per ONNX variant of a student, with the task's metric on the reporting split and size."""
     try:
         bundle = export_bundle(record, variants, row_dir, threads)
     except AlembertError as error:  # a failed export is a row of its own, not the end of the benchmark
         return [({**record, "runtime": "ONNX", "error": str(error)}, None)]
     manifest = json.loads((bundle / MANIFEST).read_text())
-    accuracy = onnx_accuracy(bundle, manifest, variants, data, threads)
+    metric = onnx_metric(bundle, manifest, variants, data, threads)
     entries = []
     for name in variants:
         variant = manifest["variants"][name]
         runner = feeding(ort_runner(ort_session(bundle / variant["file"], threads)), tuple(manifest["inputs"]))
         pytorch_only = {key: value for key, value in record.items() if key not in PYTORCH_ONLY}
-        entries.append(({**pytorch_only, "runtime": f"ONNX {name}", "accuracy": accuracy[name], "size_mb": variant["size_mb"]},
+        entries.append(({**pytorch_only, "runtime": f"ONNX {name}", data.metric: metric[name], "size_mb": variant["size_mb"]},
                         runner))
     return entries
 
@@ -89,23 +106,22 @@ def export_bundle(record: dict, variants: tuple[str, ...], row_dir: Path, thread
     return export_model(model, load_tokenizer(record["model_dir"]), bundle, config, source=record["model_dir"])
 
 
-def onnx_accuracy(bundle: Path, manifest: dict, variants: tuple[str, ...], data: EvalSet, threads: int) -> dict[str, float]:
+def onnx_metric(bundle: Path, manifest: dict, variants: tuple[str, ...], data: EvalSet, threads: int) -> dict[str, float]:
+    """Each variant's primary metric on the reporting split, in the PyTorch evaluation's batches; cached beside the bundle."""
     cache = bundle.parent / ONNX_METRICS
     if cache.is_file():
         return json.loads(cache.read_text())
-    inputs = set(manifest["inputs"])
-    feeds = [{name: array for name, array in feed.items() if name in inputs} for feed in data.feeds]
-    accuracy = {}
+    metric = {}
     for name in variants:
-        session = ort_session(bundle / manifest["variants"][name]["file"], threads)
-        accuracy[name] = evaluate(ort_runner(session), feeds, data.labels, task_named("classification"))[1]["accuracy"]
-    atomic_write_text(cache, json.dumps(accuracy, indent=2) + "\n")
-    return accuracy
+        run = ort_runner(ort_session(bundle / manifest["variants"][name]["file"], threads))
+        metric[name] = data.score(run, set(manifest["inputs"]))
+    atomic_write_text(cache, json.dumps(metric, indent=2) + "\n")
+    return metric
 
 
 def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, timing: Settings) -> list[dict]:
     """PyTorch for every row, ONNX variants for every student row, all timed in turns in this process;
-    speedups are against the teacher's PyTorch row."""
+    speedups and the share of the teacher's metric are against the teacher's PyTorch row."""
     torch.set_num_threads(timing.threads)
     pairs = []
     for record in tqdm(records, desc="load and export", unit="row"):
@@ -124,7 +140,7 @@ def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, t
     for entry in entries:
         if "latency_ms" in entry:
             entry["speedup"] = teacher["latency_ms"] / entry["latency_ms"]
-            entry["pct_of_teacher"] = 100 * entry["accuracy"] / teacher["accuracy"]
+            entry["pct_of_teacher"] = 100 * entry[data.metric] / teacher[data.metric] if teacher[data.metric] else float("nan")
     return entries
 
 

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmarks.table.config import Row
+from benchmarks.table.significance import save_counts
 from compress.cli import run_stage
 from distill.recovery import kd_recovery
 from compress.pipeline import MODEL_FOLDER, TaskLoaders
@@ -93,8 +94,9 @@ def read_record(row_dir: Path) -> dict:
 
 
 def build_rows(rows: list[Row], work: Path) -> tuple[list[dict], Context]:
-    """Each row's record: test accuracy, agreement with the teacher, parameters, size and training time.
-    A reused row keeps its figures but takes this benchmark's label."""
+    """Each row's record: the task's primary metric on the reporting split (under its own name: accuracy, f1, ...),
+    agreement with the teacher, parameters, size and training time; its per-example counts go beside it for the
+    paired comparisons. A reused row keeps its figures but takes this benchmark's label."""
     ctx = prepare(rows, work)
     teacher_logits, labels = predict_logits(ctx.teacher, ctx.prepared.loaders.eval)
     records = []
@@ -114,11 +116,12 @@ def build_rows(rows: list[Row], work: Path) -> tuple[list[dict], Context]:
 def describe(row: Row, model, model_dir: Path, seconds: float, teacher_logits, labels, ctx: Context) -> dict:
     logits, _ = predict_logits(model, ctx.prepared.loaders.eval)
     total, non_embedding = count_parameters(model)
-    task = ctx.prepared.task.task
-    metrics = task.metrics(logits, labels, ctx.prepared.task.label_names)
+    task, label_names = ctx.prepared.task.task, ctx.prepared.task.label_names
+    metrics = task.metrics(logits, labels, label_names)
+    save_counts(ctx.row_dir(row.spec.id), task, logits, labels, label_names)
     return {"id": row.spec.id, "label": row.spec.label, "kind": row.spec.kind, "parent": row.spec.parent,
-            "overrides": " ".join(row.overrides), "model_dir": str(model_dir), "accuracy": metrics["accuracy"],
-            "agreement": task.agreement(logits, teacher_logits, labels)["agreement"],
+            "overrides": " ".join(row.overrides), "model_dir": str(model_dir), task.primary_metric: metrics[task.primary_metric],
+            "metrics": metrics, "agreement": task.agreement(logits, teacher_logits, labels)["agreement"],
             "params": total, "non_embedding_params": non_embedding, "size_mb": size_on_disk_mb(model_dir),
             "train_s": round(seconds, 1), "eval_split": ctx.prepared.loaders.eval_split,
             "eval_examples": int(len(labels))}
