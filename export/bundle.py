@@ -44,6 +44,7 @@ class Judge:
     parity: checks.ParitySet
     config: ExportConfig
     task: TaskFeeds | None
+    model_task: Task  # the model's own task, which bounds int8 when the config leaves it to the task
 
 
 def default_out(model_dir: str | Path) -> Path:
@@ -84,7 +85,7 @@ def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: s
     task = load_task_feeds(config, tokenizer, labels, model) if config.data is not None else None
     with atomic_dir(out) as work:
         names = export_onnx(model, tokenizer, work / BASE_FILE, opset=config.opset)
-        judge = Judge(parity_set(model, tokenizer, names, config, task), config, task)
+        judge = Judge(parity_set(model, tokenizer, names, config, task), config, task, task_of(model.config))
         entries = {BASE: accept(BASE, "fp32", iter([Candidate(work / BASE_FILE, (EXPORTER,))]), judge, None)}
         heads, hidden = attention_shapes(model)
         accepted = {BASE: work / BASE_FILE}
@@ -155,7 +156,8 @@ def guarded(name: str, candidates: Iterator[Candidate]) -> Iterator[Candidate]:
 def check(precision: str, candidate: Candidate, judge: Judge, base_entry: dict | None) -> tuple[dict, str | None]:
     """Parity against PyTorch for every precision; int8 is also held to the task metric of fp32."""
     tolerances = judge.config.tolerances
-    tolerance = {"fp32": tolerances.fp32, "fp16": tolerances.fp16, "int8": tolerances.int8_logits}[precision]
+    int8 = judge.model_task.int8_logit_bound() if tolerances.int8_logits is None else tolerances.int8_logits
+    tolerance = {"fp32": tolerances.fp32, "fp16": tolerances.fp16, "int8": int8}[precision]
     try:
         comparison = checks.compare(candidate.path, judge.parity)
     except AlembertError as err:

@@ -31,12 +31,13 @@ class Tolerances:
     keeps ~3 significant digits). int8 variants are judged on the task metric when data is given
     (drop in points of the metric, as a fraction; None: the task's own bound, Task.int8_metric_drop,
     2 points for sequence tasks and 1 point of entity F1 for token classification), and always by a
-    coarse logit bound that catches a broken graph.
+    coarse logit bound that catches a broken graph (None: the task's, 1.0 for one row per
+    sequence, 3.0 for token tasks, whose maximum runs over every real token of the parity set).
     """
 
     fp32: float = 1e-4
     fp16: float = 2e-2
-    int8_logits: float = 1.0
+    int8_logits: float | None = bounded(None, low=0.0)  # None: the task's own (Task.int8_logit_bound)
     int8_metric_drop: float | None = bounded(None, low=0.0)
 
 

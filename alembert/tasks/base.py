@@ -51,6 +51,10 @@ class Task:
         the export refuses the int8 variant; the export's tolerances.int8_metric_drop overrides it."""
         return 0.02
 
+    def int8_logit_bound(self) -> float:
+        """The coarse max |logit difference| an int8 graph may show before the export calls it broken."""
+        return 1.0
+
     # --- data: reading, encoding, collating (sequence-level defaults; a token or span task overrides them) ---
 
     def read_file(self, path, config) -> list[tuple]:
