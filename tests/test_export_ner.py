@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +25,7 @@ from export.config import ExportConfig, LatencyConfig, ParityConfig, Tolerances
 from export.predict import predict_lines, read_jsonl
 from export.runtime import Predictor
 from tests.conftest import SPECIAL, tiny_config
-from tests.test_export_runtime import BLOCK_HEAVY, DEVICE_FILES, REPO, UNINSTALLED
+from tests.test_export_runtime import run_on_device_copy
 
 NER = task_named("token_classification")
 FAST = dict(parity=ParityConfig(batch_sizes=(1, 3), max_lengths=(8, 20, 40), samples=12),
@@ -283,15 +280,7 @@ def test_jsonl_lines_get_entities_and_per_line_errors(bundle):
 
 
 def test_the_device_files_alone_tag_entities_without_torch(bundle, tmp_path):
-    device = tmp_path / "device"
-    for relative in DEVICE_FILES:
-        (device / relative).parent.mkdir(parents=True, exist_ok=True)
-        (device / relative).write_bytes((REPO / relative).read_bytes())
-    code = BLOCK_HEAVY + UNINSTALLED + ("import runpy; sys.argv = ['export.predict'] + sys.argv[1:]; "
-                                        "runpy.run_module('export.predict', run_name='__main__')")
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", code, str(bundle), SENTENCE, "--aggregation", "average"],
-                            capture_output=True, text=True, env=env, cwd=device)
+    result, _ = run_on_device_copy(bundle, tmp_path / "device", SENTENCE, "--aggregation", "average")
     assert result.returncode == 0, result.stderr
     line = json.loads(result.stdout)
     assert line["text"] == SENTENCE and [e["entity"] for e in line["entities"]] == ["PER", "PER", "LOC"]

@@ -165,16 +165,23 @@ DEVICE_FILES = ("export/__init__.py", "export/runtime.py", "export/predict.py", 
                 "alembert/registry.py", "alembert/decoding.py")
 
 
-def test_the_documented_device_files_alone_run_the_predictor(bundle, tmp_path):
-    device = tmp_path / "device"
+def run_on_device_copy(bundle: Path, device: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Copy DEVICE_FILES into `device` and run `python -m export.predict bundle ARGS` there, torch and the installed
+    package hidden; returns the result and the environment it ran with."""
     for relative in DEVICE_FILES:
         (device / relative).parent.mkdir(parents=True, exist_ok=True)
         (device / relative).write_bytes((REPO / relative).read_bytes())
     code = BLOCK_HEAVY + UNINSTALLED + ("import runpy; sys.argv = ['export.predict'] + sys.argv[1:]; "
                                         "runpy.run_module('export.predict', run_name='__main__')")
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", code, str(bundle), "a wonderful film"], capture_output=True, text=True,
-                            env=env, cwd=device)
+    result = subprocess.run([sys.executable, "-c", code, str(bundle), *args], capture_output=True, text=True, env=env,
+                            cwd=device)
+    return result, env
+
+
+def test_the_documented_device_files_alone_run_the_predictor(bundle, tmp_path):
+    device = tmp_path / "device"
+    result, env = run_on_device_copy(bundle, device, "a wonderful film")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["label"] in LABELS
     loaded = "import json; print(json.dumps([m.__file__ for n, m in sys.modules.items() if n.split('.')[0] in ('alembert', 'export')]))"
