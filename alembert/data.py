@@ -45,6 +45,8 @@ class DataConfig:
     label_all_subtokens: bool = False  # token tasks: tag every piece of a word, not only its first
     task_type: str = one_of("classification", TASKS.names)  # a registered task (alembert/tasks/)
     max_length: int = bounded(128, low=2)  # room for [CLS] and [SEP] at least
+    doc_stride: int = bounded(128, low=0)  # question answering: tokens consecutive windows of a long context share
+    max_answer_length: int = bounded(30, low=1)  # question answering: the longest answer span, in tokens
     max_train_examples: int | None = bounded(None, low=1)
     max_dev_examples: int | None = bounded(None, low=1)  # the first N of dev: cheaper evaluations during training
     hub_config: str | None = None

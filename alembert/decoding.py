@@ -9,6 +9,7 @@ single texts only.
 
     DECODERS["softmax"](logits_row, labels)                         # {"label", "probabilities"}
     DECODERS["entities"](rows, labels, encoded, aggregation="max")  # {"entities": [...], "windows"}
+    DECODERS["span"](rows, labels, encoded)                         # {"answer", "start", "end", "score", "windows"}
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ class Window:
     offsets: Sequence[tuple[int, int]]
     word_ids: Sequence[int | None]
     special: Sequence[bool]
+    sequence: Sequence[int | None] = ()  # per token: 0 first text, 1 second (a pair's), None special
 
     @classmethod
     def of(cls, encoding) -> Window:
-        """From a `tokenizers.Encoding` (or anything with the same three attributes)."""
-        return cls(tuple(encoding.offsets), tuple(encoding.word_ids), tuple(bool(s) for s in encoding.special_tokens_mask))
+        """From a `tokenizers.Encoding` (or anything with the same attributes)."""
+        return cls(tuple(encoding.offsets), tuple(encoding.word_ids), tuple(bool(s) for s in encoding.special_tokens_mask),
+                   tuple(getattr(encoding, "sequence_ids", ())))
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,20 @@ class Decoder:
     decode: Callable[..., dict]
     windowed: bool = False
     pairs: bool = True
+    pair_only: bool = False  # items must be pairs (a span task's question and context), each text non-empty
+    truncation: str = "longest_first"  # tokenizers' strategy; "only_second" windows a pair's second text only
 
     def __call__(self, outputs, labels: Sequence[str], encoded: Encoded | None = None, **options) -> dict:
         return self.decode(outputs, labels, encoded, **options)
 
 
 DECODERS: Registry[Decoder] = Registry("output decoder")
+
+
+def joined(outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """A graph's outputs as one array, as Task.output_logits stacks them: one output as it is, several (start and
+    end logits) stacked on a new last axis."""
+    return outputs[0] if len(outputs) == 1 else np.stack(outputs, axis=-1)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -197,6 +208,60 @@ def _entities(rows: Sequence[np.ndarray], labels: Sequence[str], encoded: Encode
     return {"entities": group_entities(words, encoded.text), "windows": len(encoded.windows)}
 
 
+# --- extractive QA: the best answer span over all windows ---------------------------------------------------
+
+N_BEST = 20  # start and end candidates per window, as in the transformers QA examples
+MAX_ANSWER_TOKENS = 30
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int  # characters into the context
+    end: int
+    logit: float  # start + end logit: what ranks spans across windows
+    score: float  # start x end probability within its window's context
+
+
+def best_span(rows: Sequence[np.ndarray], contexts: Sequence[Sequence[tuple[int, int] | None]], *,
+              n_best: int = N_BEST, max_answer_tokens: int = MAX_ANSWER_TOKENS) -> Span | None:
+    """The highest-scoring valid span over the windows of one question: `rows` are each window's [tokens, 2] start
+    and end logits, `contexts` each window's per-token character offsets into the context (None off the context).
+    A span starts and ends on context tokens, ends at or after its start and is at most `max_answer_tokens` long;
+    only each window's `n_best` starts and ends are paired."""
+    best = None
+    for row, offsets in zip(rows, contexts):
+        inside = np.array([i for i, offset in enumerate(offsets) if offset is not None], dtype=np.int64)
+        if not len(inside):
+            continue
+        start_logits, end_logits = np.asarray(row, dtype=np.float64)[inside, 0], np.asarray(row, dtype=np.float64)[inside, 1]
+        start_p, end_p = softmax(start_logits), softmax(end_logits)
+        for s in np.argsort(-start_logits, kind="stable")[:n_best]:
+            for e in np.argsort(-end_logits, kind="stable")[:n_best]:
+                first, last = int(inside[s]), int(inside[e])
+                if last < first or last - first + 1 > max_answer_tokens:
+                    continue
+                logit = float(start_logits[s] + end_logits[e])
+                if best is None or logit > best.logit:
+                    best = Span(int(offsets[first][0]), int(offsets[last][1]), logit, float(start_p[s] * end_p[e]))
+    return best
+
+
+def context_offsets(window: Window) -> list[tuple[int, int] | None]:
+    """A pair window's per-token offsets into its second text (the context), None elsewhere."""
+    return [offset if sequence == 1 else None for offset, sequence in zip(window.offsets, window.sequence)]
+
+
+def _answer(rows: Sequence[np.ndarray], labels: Sequence[str], encoded: Encoded, *,
+            max_answer_length: int = MAX_ANSWER_TOKENS, **options) -> dict:
+    context = encoded.text[1]
+    span = best_span(rows, [context_offsets(w) for w in encoded.windows], max_answer_tokens=max_answer_length)
+    if span is None:
+        return {"answer": "", "start": 0, "end": 0, "score": 0.0, "windows": len(encoded.windows)}
+    return {"answer": context[span.start:span.end], "start": span.start, "end": span.end, "score": span.score,
+            "windows": len(encoded.windows)}
+
+
 DECODERS.add("softmax", Decoder(_label_distribution))
 DECODERS.add("score", Decoder(_score))
 DECODERS.add("entities", Decoder(_entities, windowed=True, pairs=False))
+DECODERS.add("span", Decoder(_answer, windowed=True, pair_only=True, truncation="only_second"))

@@ -24,12 +24,13 @@ def predict_logits(model: nn.Module, data: DataLoader) -> tuple[torch.Tensor, to
     model.eval()
     device = next(model.parameters()).device
     logits, labels = [], []
+    task = task_of(model.config)
     for batch in data:
         inputs = {key: value for key, value in to_device(batch, device).items() if key in MODEL_INPUTS}
-        logits.append(model(**inputs).logits.float().cpu())
+        logits.append(task.output_logits(model(**inputs)).float().cpu())
         labels.append(batch["labels"])
     model.train(was_training)
-    task = task_of(model.config)  # batches of a token task differ in width: the task pads them to one
+    # batches of a token task differ in width: the task pads them to one
     return task.gather(logits, 0.0), task.gather(labels, IGNORED)
 
 
@@ -41,4 +42,4 @@ def label_names_of(config) -> tuple[str, ...] | None:
 def evaluate(model: nn.Module, data: DataLoader) -> dict[str, float]:
     """The metrics of the model's task (from its config) over a loader."""
     logits, labels = predict_logits(model, data)
-    return task_of(model.config).metrics(logits, labels, label_names_of(model.config))
+    return task_of(model.config).metrics(logits, labels, label_names_of(model.config), rows=data.dataset)

@@ -58,13 +58,11 @@ def task_of_features(features: Features, term: str) -> Task:
 
 
 def task_rows(student: Features, teacher: Features, term: str) -> tuple[Task, Tensor, Tensor]:
-    """The task, and the student's and teacher's logits at the positions it averages over (the student's batch
-    says which: both sides see the same rows)."""
+    """The task, and the student's and teacher's distributions its logit-level losses compare (the student's batch
+    says which rows: both sides see the same ones)."""
     task = task_of_features(student, term)
-    chosen = task.positions(student.labels, student.attention_mask)
-    if chosen is None:
-        return task, student.logits, teacher.logits
-    return task, student.logits[chosen], teacher.logits[chosen]
+    rows = [task.soft_rows(side.logits, student.labels, student.attention_mask) for side in (student, teacher)]
+    return task, rows[0], rows[1]
 
 
 @dataclass(frozen=True)

@@ -129,14 +129,15 @@ def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool
         for hook in hooks:
             hook.remove()
     heads = model.config.num_attention_heads
+    task = task_of(model.config)
     return Features(
-        logits=output.logits,
+        logits=task.output_logits(output),
         attention_mask=batch["attention_mask"],
         hidden_states=output.hidden_states if hidden else None,
         attentions=output.attentions if attentions else None,
         values=tuple(split_heads(v, heads) for v in captured) if values else None,
         labels=batch.get("labels"),
-        task=task_of(model.config),
+        task=task,
     )
 
 

@@ -182,7 +182,7 @@ def check(precision: str, candidate: Candidate, judge: Judge, base_entry: dict |
 
 def task_metric(runner, task: TaskFeeds) -> tuple[str, dict[str, float]]:
     """The task's metrics on the metric batches, classes named as the model names them."""
-    return evaluate(runner, task.metric_batches, task.task, task.label_names)
+    return evaluate(runner, task.metric_batches, task.task, task.label_names, rows=task.metric_rows)
 
 
 def int8_metric_drop(config: ExportConfig, task: Task) -> float:

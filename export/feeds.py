@@ -41,6 +41,7 @@ class TaskFeeds:
 
     calibration: tuple[Feed, ...]
     metric_batches: tuple[MetricBatch, ...]
+    metric_rows: tuple[dict, ...]  # the encoded rows the metric batches were collated from
     task: Task
     label_names: tuple[str, ...]  # the model's, in its id order: what the task's metrics name the classes by
     split: str
@@ -72,7 +73,7 @@ def load_task_feeds(config: ExportConfig, tokenizer, labels: tuple[str, ...], mo
     batches = tuple(metric_batch(collate(rows[i:i + EVAL_BATCH]), names) for i in range(0, len(rows), EVAL_BATCH))
     calibration_rows = encode(first(data, "train", config.calibration.samples), "train", tokenizer, data_config)
     return TaskFeeds(calibration=calibration_batches(tokenizer, calibration_rows[: config.calibration.samples], names),
-                     metric_batches=batches, task=task, label_names=labels, split=split,
+                     metric_batches=batches, metric_rows=tuple(rows), task=task, label_names=labels, split=split,
                      examples=len(metric_data.splits[split]), label_note=note, data=data, data_config=data_config)
 
 

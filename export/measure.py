@@ -12,7 +12,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from alembert.decoding import joined
 from alembert.tagging import IGNORED
+from alembert.tasks import task_of
 from alembert.tasks.base import Task
 
 Feed = dict[str, np.ndarray]
@@ -53,10 +55,11 @@ def ort_runner(session: ort.InferenceSession) -> Callable[[Feed], object]:
 
 def torch_runner(model: torch.nn.Module) -> Callable[[Feed], object]:
     model.eval()
+    task = task_of(model.config)
 
     def run(feed: Feed) -> object:
         with torch.inference_mode():
-            return model(**{name: torch.from_numpy(array) for name, array in feed.items()}).logits
+            return task.output_logits(model(**{name: torch.from_numpy(array) for name, array in feed.items()}))
 
     return run
 
@@ -97,15 +100,16 @@ def time_in_turns(runners: dict, feed: Feed, *, runs: int, warmup: int, rounds: 
 
 
 def evaluate(run: Callable[[Feed], object], batches: Sequence, task: Task,
-             label_names: tuple[str, ...] | None = None) -> tuple[str, dict[str, float]]:
+             label_names: tuple[str, ...] | None = None, rows: Sequence[dict] | None = None) -> tuple[str, dict[str, float]]:
     """`task`'s metrics of any runner (ORT or PyTorch) on pre-encoded batches (each with `.feed` and the task's
-    collated `.labels`), and the name of its primary one. Batches of different widths are gathered by the task."""
+    collated `.labels`), and the name of its primary one. Batches of different widths are gathered by the task;
+    `rows` are the encoded rows the batches came from (a span task's contexts and answers)."""
     outputs = [torch.from_numpy(np.asarray(_logits(run(batch.feed)), dtype=np.float32)) for batch in batches]
     labels = task.gather([batch.labels for batch in batches], IGNORED)
-    return task.primary_metric, task.metrics(task.gather(outputs, 0.0), labels, label_names)
+    return task.primary_metric, task.metrics(task.gather(outputs, 0.0), labels, label_names, rows=rows)
 
 
 def _logits(output) -> np.ndarray:
     if isinstance(output, torch.Tensor):
         return output.float().numpy()
-    return output[0]
+    return joined(output)

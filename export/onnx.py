@@ -25,15 +25,17 @@ OUTPUT_NAME = "logits"
 
 
 class LogitsOnly(nn.Module):
-    """Positional inputs in a fixed order -> logits, so the graph's inputs carry the tokenizer's names."""
+    """Positional inputs in a fixed order -> the task's output tensors (logits; start and end logits for spans), so
+    the graph's inputs carry the tokenizer's names."""
 
     def __init__(self, model: PreTrainedModel, input_names: tuple[str, ...]):
         super().__init__()
         self.model = model
         self.input_names = input_names
+        self.task = task_of(model.config)
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs))).logits
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.task.output_tensors(self.model(**dict(zip(self.input_names, inputs))))
 
 
 @contextlib.contextmanager

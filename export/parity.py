@@ -12,7 +12,9 @@ import onnxruntime as ort
 import torch
 
 from alembert.demo import DemoConfig, generate as generate_demo
+from alembert.decoding import joined
 from alembert.errors import fail
+from alembert.tasks import task_of
 from alembert.tasks.base import Task
 from export.config import ParityConfig
 
@@ -84,7 +86,7 @@ def compared_rows(task: Task, feed: Feed) -> np.ndarray | None:
 @torch.no_grad()
 def torch_logits(model, feed: Feed) -> np.ndarray:
     inputs = {name: torch.from_numpy(array) for name, array in feed.items()}
-    return model(**inputs).logits.float().numpy()
+    return task_of(model.config).output_logits(model(**inputs)).float().numpy()
 
 
 def session(path: Path, threads: int = 0) -> ort.InferenceSession:
@@ -110,7 +112,7 @@ def compare(path: Path, parity: ParitySet) -> Comparison:
     runner = session(path)
     worst, same, total = 0.0, 0, 0
     for feed, reference, rows in zip(parity.feeds, parity.reference, parity.rows):
-        output = runner.run(None, feed)[0].astype(np.float32)
+        output = joined(runner.run(None, feed)).astype(np.float32)
         if output.shape != reference.shape or not np.all(np.isfinite(output)):
             return Comparison(float("inf"), 0.0)
         if rows is not None:

@@ -193,7 +193,7 @@ def describe(name: str, model: PreTrainedModel, model_dir: Path | str, run: Setu
     """One summary row: metric on the eval split, closeness to the teacher, size and batch-1 latency."""
     logits, labels = predict_logits(model, run.loaders.eval)
     total, non_embedding = count_parameters(model)
-    row = {"model": name, "layers": model.config.num_hidden_layers, **run.task.task.metrics(logits, labels, run.task.label_names)}
+    row = {"model": name, "layers": model.config.num_hidden_layers, **run.task.task.metrics(logits, labels, run.task.label_names, rows=run.loaders.eval.dataset)}
     if teacher_logits is not None:
         row.update(run.task.task.agreement(logits, teacher_logits, labels))
     row.update(params=total, non_embedding_params=non_embedding, size_mb=size_on_disk_mb(model_dir),

@@ -22,10 +22,12 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LABELS = ("negative", "positive")
 
 
-def tiny_tokenizer(directory: Path) -> BertTokenizerFast:
-    """A WordPiece tokenizer over the demo task's words plus single letters, so any text tokenises."""
+def tiny_tokenizer(directory: Path, extra: tuple[str, ...] = ()) -> BertTokenizerFast:
+    """A WordPiece tokenizer over the demo task's words plus single letters, so any text tokenises; `extra` words
+    (another demo's) come last, so the ids of the others stay the same."""
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'") + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
     vocab = SPECIAL + vocabulary() + [c for c in letters if c not in vocabulary()]
+    vocab += [word for word in dict.fromkeys(extra) if word not in vocab]
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     tokenizer.save_pretrained(directory)
     return tokenizer

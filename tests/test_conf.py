@@ -35,6 +35,10 @@ GROUPS = {
     "data/default": (DataConfig(), {}),
     "data/none": (CompressConfig().data, {"task": None}),  # compress and export run without task data unless told
     "data/ner": (DataConfig(task_type="token_classification", text_column="tokens", label_column="tags"), {"task_type": "token_classification", "text_column": "tokens", "label_column": "tags"}),
+    "data/qa": (DataConfig(task_type="question_answering", text_column="question", text_pair_column="context",
+                           label_column="answers", max_length=384),
+                {"task_type": "question_answering", "text_column": "question", "text_pair_column": "context",
+                 "label_column": "answers", "max_length": 384}),
     "train/default": (TrainConfig(), {}),
     "train/finetune": (FinetuneConfig().train, {"epochs": 2, "lr": 5e-5}),  # the teacher: fewer epochs, a gentler lr
     "train/recovery": (RecoveryConfig().train, {"epochs": 1, "lr": 5e-5}),  # compress recovery: one short pass
@@ -134,8 +138,8 @@ def test_every_group_file_is_listed_and_the_places_cover_them():
     assert on_disk == set(GROUPS)
     assert CompressStage().recovery == CompressConfig().recovery  # python -m distill and python -m compress share it
     used = {group for places in PLACES.values() for group in places.values()}
-    # train/recovery comes in through recovery/default; data/ner is an option users pick (data=ner)
-    assert used | {"train/recovery", "data/ner"} == set(GROUPS)
+    # train/recovery comes in through recovery/default; data/ner and data/qa are options users pick (data=ner)
+    assert used | {"train/recovery", "data/ner", "data/qa"} == set(GROUPS)
 
 
 @pytest.mark.parametrize("name", sorted(PLACES))

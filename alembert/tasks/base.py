@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,30 @@ def soft_targets(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
     return kl * temperature**2 if scale_by_t2 else kl
 
 
+class TokenOutputs:
+    """Gathering, trimming and padding for tasks with one output row per token (token tags, span logits)."""
+
+    def gather(self, batches: list[Tensor], pad_value: float) -> Tensor:
+        width = max(batch.shape[1] for batch in batches)
+        return torch.cat([pad_to(batch, width, pad_value) for batch in batches])
+
+    def trim(self, outputs: Tensor, attention_mask: Tensor) -> list[Tensor]:
+        lengths = attention_mask.sum(-1).tolist()
+        return [row[: int(length)] for row, length in zip(outputs, lengths)]
+
+    def pad(self, rows: list[Tensor], width: int) -> Tensor:
+        return torch.stack([pad_to(row.unsqueeze(0), width, 0.0)[0] for row in rows])
+
+
+def pad_to(batch: Tensor, width: int, value: float) -> Tensor:
+    """`batch` ([rows, tokens, ...]) padded with `value` to `width` tokens."""
+    missing = width - batch.shape[1]
+    if missing <= 0:
+        return batch
+    padding = [0, 0] * (batch.dim() - 2) + [0, missing]
+    return F.pad(batch, padding, value=value)
+
+
 @dataclass(frozen=True)
 class Task:
     name: str  # data.task_type picks it
@@ -38,9 +63,17 @@ class Task:
         return AutoModelForSequenceClassification
 
     def output_logits(self, outputs) -> Tensor:
-        """What hard_loss, metrics and drift checks read from a forward's output (a span task would stack its
-        start and end logits here)."""
+        """What hard_loss, metrics and drift checks read from a forward's output (a span task stacks its start and
+        end logits here, as the runtime stacks the graph's outputs: alembert.decoding.joined)."""
         return outputs.logits
+
+    def output_tensors(self, outputs) -> tuple[Tensor, ...]:
+        """The ONNX graph's outputs, in the order `onnx_outputs` names them."""
+        return (outputs.logits,)
+
+    def manifest_fields(self, data_config) -> dict:
+        """What the torch-free runtime must know of the data settings (a span task's window stride)."""
+        return {}
 
     def onnx_outputs(self) -> dict[str, dict[int, str]]:
         """Output names and their dynamic axes."""
@@ -91,6 +124,12 @@ class Task:
         """Which output rows the logit-level losses average over; None: every row (one per sequence)."""
         return None
 
+    def soft_rows(self, logits: Tensor, labels: Tensor | None, attention_mask: Tensor) -> Tensor:
+        """The distributions logit-level losses compare, one per row: the rows `positions` picks (a span task
+        turns its start and end logits into two distributions over the context instead)."""
+        chosen = self.positions(labels, attention_mask)
+        return logits if chosen is None else logits[chosen]
+
     def gather(self, batches: list[Tensor], pad_value: float) -> Tensor:
         """Per-batch outputs (or labels) of one loader as one tensor, in order."""
         return torch.cat(batches)
@@ -125,7 +164,10 @@ class Task:
         """The registered loss term that distils this task's logits, given the recipe's choice (kd | logit_mse)."""
         return preferred
 
-    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> dict[str, float]:
+    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None,
+                rows: Sequence[dict] | None = None) -> dict[str, float]:
+        """The task's metrics; `rows` are the encoded rows the labels were collated from (a span task finds its
+        contexts and gold answers there; the others ignore them)."""
         raise NotImplementedError
 
     def agreement(self, student: Tensor, teacher: Tensor, labels: Tensor | None = None) -> dict[str, float]:
@@ -138,7 +180,8 @@ class Task:
 
     # --- paired comparisons (the benchmark tables): the primary metric as a function of per-example counts ---
 
-    def example_counts(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> np.ndarray:
+    def example_counts(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None,
+                       rows: Sequence[dict] | None = None) -> np.ndarray:
         """Per-example counts, [examples, k], whose column sums give the primary metric through `score_counts`;
         a paired bootstrap resamples these rows (e.g. [correct, 1] for accuracy)."""
         raise NotImplementedError(f"the {self.name} task has no per-example counts for a paired comparison")

@@ -47,7 +47,8 @@ class SequenceClassification(Task):
         teacher_probs = F.softmax(teacher / temperature, dim=-1)
         return -(teacher_probs * F.log_softmax(student / temperature, dim=-1)).sum(-1).mean()
 
-    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> dict[str, float]:
+    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None,
+                rows=None) -> dict[str, float]:
         """Accuracy, F1 (binary, or macro over more labels) and MCC."""
         predictions = logits.argmax(-1).numpy()
         gold = labels.numpy()
@@ -64,7 +65,8 @@ class SequenceClassification(Task):
         kl = F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean")
         return {"agreement": float(agree), "kl_to_teacher": float(kl)}
 
-    def example_counts(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> np.ndarray:
+    def example_counts(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None,
+                       rows=None) -> np.ndarray:
         """[correct, 1] per example: accuracy is the first column's sum over the second's."""
         correct = (logits.argmax(-1) == labels).numpy().astype(np.int64)
         return np.stack([correct, np.ones_like(correct)], axis=-1)

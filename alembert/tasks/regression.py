@@ -46,7 +46,8 @@ class SequenceRegression(Task):
     def soft_term(self, preferred: str) -> str:
         return "logit_mse"
 
-    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> dict[str, float]:
+    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None,
+                rows=None) -> dict[str, float]:
         """Pearson, Spearman and MSE (the correlations are 0 when either side is constant)."""
         predictions = logits.squeeze(-1).numpy()
         gold = labels.float().numpy()

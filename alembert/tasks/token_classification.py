@@ -23,11 +23,12 @@ from alembert.errors import fail
 from alembert.tables import read_table
 from alembert.tagging import IGNORED, align_labels, continuation_ids, entity_types, read_conll, scheme_of, to_iob2, word_chunks
 from alembert.tasks import TASKS
+from alembert.tasks.base import TokenOutputs
 from alembert.tasks.classification import SequenceClassification
 
 
 @dataclass(frozen=True)
-class TokenClassification(SequenceClassification):
+class TokenClassification(TokenOutputs, SequenceClassification):
     @property
     def model_class(self):
         from transformers import AutoModelForTokenClassification
@@ -114,23 +115,13 @@ class TokenClassification(SequenceClassification):
         """Labelled tokens when labels are known, else every real token."""
         return labels != IGNORED if labels is not None else attention_mask.bool()
 
-    def gather(self, batches: list[Tensor], pad_value: float) -> Tensor:
-        width = max(batch.shape[1] for batch in batches)
-        return torch.cat([_pad_to(batch, width, pad_value) for batch in batches])
-
-    def trim(self, outputs: Tensor, attention_mask: Tensor) -> list[Tensor]:
-        lengths = attention_mask.sum(-1).tolist()
-        return [row[: int(length)] for row, length in zip(outputs, lengths)]
-
-    def pad(self, rows: list[Tensor], width: int) -> Tensor:
-        return torch.stack([_pad_to(row.unsqueeze(0), width, 0.0)[0] for row in rows])
-
     def hard_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         if not (labels != IGNORED).any():
             return logits.sum() * 0.0  # no labelled token in the batch: no signal, but no NaN
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORED)
 
-    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> dict[str, float]:
+    def metrics(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None,
+                rows=None) -> dict[str, float]:
         """seqeval's entity-level micro precision/recall/F1 in strict mode, per-type F1, and token accuracy."""
         from seqeval.metrics import classification_report
         from seqeval.scheme import IOB2, IOBES
@@ -147,7 +138,8 @@ class TokenClassification(SequenceClassification):
         result.update({f"f1_{kind}": float(report[kind]["f1-score"]) for kind in entity_types(names) if kind in report})
         return result
 
-    def example_counts(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None) -> np.ndarray:
+    def example_counts(self, logits: Tensor, labels: Tensor, label_names: tuple[str, ...] | None = None,
+                       rows=None) -> np.ndarray:
         """[true positive, predicted, gold] entities per row, matched as `metrics` matches them (strict mode): entity F1
         is 2·Σtp / (Σpredicted + Σgold), not a mean of per-sentence scores."""
         from seqeval.scheme import IOB2, IOBES, Entities
@@ -181,14 +173,6 @@ def _sequence(value, where: str, what: str) -> tuple[str, ...]:
     if not items:
         raise fail(f"{where} has no {what}", "drop empty sentences from the file")
     return items
-
-
-def _pad_to(batch: Tensor, width: int, value: float) -> Tensor:
-    missing = width - batch.shape[1]
-    if missing <= 0:
-        return batch
-    padding = [0, 0] * (batch.dim() - 2) + [0, missing]
-    return F.pad(batch, padding, value=value)
 
 
 def _tag_sequences(predicted: Tensor, labels: Tensor, names: tuple[str, ...]) -> tuple[list[list[str]], list[list[str]]]:

@@ -47,6 +47,7 @@ class EvalSet:
     batches: tuple[MetricBatch, ...]
     task: Task
     label_names: tuple[str, ...] | None
+    rows: tuple[dict, ...]  # the encoded rows the batches were collated from
 
     @property
     def metric(self) -> str:
@@ -60,13 +61,13 @@ class EvalSet:
         """The task's primary metric of a runner that takes only `inputs`."""
         batches = [MetricBatch({name: array for name, array in batch.feed.items() if name in inputs}, batch.labels)
                    for batch in self.batches]
-        return evaluate(run, batches, self.task, self.label_names)[1][self.metric]
+        return evaluate(run, batches, self.task, self.label_names, rows=self.rows)[1][self.metric]
 
 
 def eval_set(loader, task: Task, label_names: tuple[str, ...] | None) -> EvalSet:
     batches = tuple(MetricBatch({name: batch[name].numpy() for name in INPUTS if name in batch}, batch["labels"])
                     for batch in loader)
-    return EvalSet(batches, task, label_names)
+    return EvalSet(batches, task, label_names, tuple(loader.dataset))
 
 
 def pytorch_entry(record: dict) -> tuple[dict, object]:

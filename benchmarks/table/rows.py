@@ -117,8 +117,9 @@ def describe(row: Row, model, model_dir: Path, seconds: float, teacher_logits, l
     logits, _ = predict_logits(model, ctx.prepared.loaders.eval)
     total, non_embedding = count_parameters(model)
     task, label_names = ctx.prepared.task.task, ctx.prepared.task.label_names
-    metrics = task.metrics(logits, labels, label_names)
-    save_counts(ctx.row_dir(row.spec.id), task, logits, labels, label_names)
+    rows = ctx.prepared.loaders.eval.dataset
+    metrics = task.metrics(logits, labels, label_names, rows=rows)
+    save_counts(ctx.row_dir(row.spec.id), task, logits, labels, label_names, rows)
     return {"id": row.spec.id, "label": row.spec.label, "kind": row.spec.kind, "parent": row.spec.parent,
             "overrides": " ".join(row.overrides), "model_dir": str(model_dir), task.primary_metric: metrics[task.primary_metric],
             "metrics": metrics, "agreement": task.agreement(logits, teacher_logits, labels)["agreement"],

@@ -70,10 +70,10 @@ def _as_counts(values) -> np.ndarray:
     return values
 
 
-def save_counts(row_dir: Path, task, logits, labels, label_names) -> None:
+def save_counts(row_dir: Path, task, logits, labels, label_names, rows) -> None:
     """The row's per-example counts, written beside its record; a task without them (regression) writes none."""
     try:
-        counts = task.example_counts(logits, labels, label_names)
+        counts = task.example_counts(logits, labels, label_names, rows=rows)
     except NotImplementedError:
         return
     atomic_write_text(row_dir / COUNTS, json.dumps({"task": task.name, "counts": counts.tolist()}) + "\n")
@@ -89,7 +89,7 @@ def example_counts(record: dict, data, eval_loader) -> np.ndarray:
             return np.asarray(saved["counts"], dtype=np.float64)
     logits, _ = predict_logits(load_compressed(record["model_dir"]), eval_loader)
     try:
-        counts = data.task.example_counts(logits, data.labels, data.label_names)
+        counts = data.task.example_counts(logits, data.labels, data.label_names, rows=data.rows)
     except NotImplementedError as error:
         raise fail(f"row {record['id']} names a baseline, but {error}", "drop baseline: from the benchmark's rows") from None
     atomic_write_text(path, json.dumps({"task": data.task.name, "counts": counts.tolist()}) + "\n")
