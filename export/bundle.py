@@ -242,12 +242,14 @@ def build_manifest(entries: dict, names: tuple[str, ...], model, config: ExportC
         "exporter": EXPORTER,
         "opset": config.opset,
         "inputs": list(names),
-        "output": OUTPUT_NAME,
+        "output": OUTPUT_NAME,  # format 2's single output; "outputs" names them all (start_logits, end_logits)
+        "outputs": list(task_of(model.config).onnx_outputs()),
         "labels": list(label_names(model)),
         "task": task_of(model.config).name,
         "problem_type": task_of(model.config).problem_type,
         "decoder": task_of(model.config).decoder,  # export.runtime decodes outputs with alembert.decoding's entry
         "max_length": config.max_length,
+        **task_of(model.config).manifest_fields(config.data),  # e.g. a span task's doc_stride and max_answer_length
         "truncation": truncation_note(model, config.max_length),
         "default_variant": "optimized" if "optimized" in accepted else BASE,
         "parity": {"batch_shapes": judge.parity.shapes, "tolerances": tolerances_of(config, task_of(model.config))},

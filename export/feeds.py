@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from alembert.data import DataConfig, TaskData, encode, load_task, make_collate
-from alembert.errors import fail
+from alembert.errors import AlembertError, fail
 from alembert.tasks import task_of
 from alembert.tasks.base import Task
 from export.config import ExportConfig
@@ -24,6 +24,7 @@ from export.onnx import model_input_names
 from export.parity import Feed, Row, pad_rows
 
 EVAL_BATCH = 32
+INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 CALIBRATION_BATCH = 8
 
 
@@ -53,8 +54,13 @@ class TaskFeeds:
     def parity_rows(self, tokenizer, max_length: int, count: int) -> list[Row]:
         """The first `count` examples of the metric split, encoded at `max_length` (a token task splits long ones)."""
         config = dataclasses.replace(self.data_config, max_length=max_length)
+        data = first(self.data, self.split, count)
         with contextlib.redirect_stdout(io.StringIO()):  # the token task's note on split sentences speaks of training data
-            return encode(first(self.data, self.split, count), self.split, tokenizer, config)
+            try:
+                return encode(data, self.split, tokenizer, config)
+            except AlembertError:  # too short for a span task's windows beside the question: the full windows, cut
+                rows = encode(data, self.split, tokenizer, self.data_config)
+                return [{key: row[key][:max_length] for key in INPUT_KEYS if key in row} for row in rows]
 
 
 def load_task_feeds(config: ExportConfig, tokenizer, labels: tuple[str, ...], model) -> TaskFeeds:

@@ -4,7 +4,9 @@ A stdin line is a JSON string, or an object with a "text" field and, for a sente
 "text_pair" field (other fields, such as an id, are copied to the output line, except those named
 like result fields). A text may also be a pair as a list of two strings. A line that is not valid
 JSON, or whose text or pair is malformed, gets an error line; the rest go on. A token-classification
-bundle answers with entities (--aggregation first|average|max; long texts in windows, --stride).
+bundle answers with entities (--aggregation first|average|max; long texts in windows, --stride); a
+question-answering bundle takes {"question": ..., "context": ...} lines (or [question, context] pairs)
+and answers with {"answer", "start", "end", "score"}, character offsets into the context.
 Stdin is read as UTF-8 whatever the locale; each output line is one line for any line splitter.
 """
 
@@ -19,8 +21,8 @@ from alembert.errors import run_cli
 from alembert.decoding import AGGREGATIONS
 from export.runtime import Predictor
 
-RESULT_FIELDS = {"label", "probabilities", "score", "entities", "windows", "truncated", "error"}
-TEXT_FIELDS = {"text", "text_pair"}  # what a line's item is made of; not echoed back
+RESULT_FIELDS = {"label", "probabilities", "score", "entities", "answer", "start", "end", "windows", "truncated", "error"}
+TEXT_FIELDS = {"text", "text_pair", "question", "context"}  # what a line's item is made of; not echoed back
 # Line breaks to str.splitlines() that json.dumps leaves raw when it writes non-ASCII text.
 LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
@@ -39,7 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first",
                         help="token tasks: a word's tag from its first sub-token, their average, or the most confident one")
     parser.add_argument("--stride", type=int, default=None,
-                        help="token tasks: tokens shared by consecutive windows of a long text (default: a quarter of one)")
+                        help="token and QA tasks: tokens shared by consecutive windows of a long text (default: the "
+                             "bundle's doc_stride, else a quarter of a window)")
     return parser.parse_intermixed_args(argv)  # options may come before or after the texts
 
 
@@ -63,14 +66,17 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[dict, object]]:
             continue
         if not isinstance(record, dict):
             yield {}, record
-        elif "text" not in record:
-            yield record, LineError('the object has no "text" field')
+        elif "text" not in record and not {"question", "context"} <= set(record):
+            yield record, LineError('the object has no "text" field (nor "question" and "context")')
         else:
             yield {key: value for key, value in record.items() if key not in TEXT_FIELDS}, text_item(record)
 
 
 def text_item(record: dict) -> object:
-    """The record's text, or its (text, text_pair) pair; a malformed pair gets its error from the predictor."""
+    """The record's text, its (text, text_pair) or its (question, context) pair; a malformed pair gets its error from
+    the predictor."""
+    if "text" not in record:
+        return record["question"], record["context"]
     if "text_pair" not in record:
         return record["text"]
     return record["text"], record["text_pair"]

@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from alembert.decoding import AGGREGATIONS, DECODERS, Encoded, Window
+from alembert.decoding import AGGREGATIONS, DECODERS, Encoded, Window, joined
 from alembert.errors import fail
 
 MANIFEST = "manifest.json"
@@ -87,9 +87,12 @@ def _pad_id(bundle: Path, tokenizer: Tokenizer) -> int:
     return 0 if pad_id is None else pad_id
 
 
-def item_problem(item: object, pairs: bool = True) -> str | None:
+def item_problem(item: object, pairs: bool = True, pair_only: bool = False) -> str | None:
     """Why an item cannot be tokenized, or None when it can. Empty and whitespace-only text is valid; a pair is
-    valid only where the task takes pairs (`pairs`)."""
+    valid only where the task takes pairs (`pairs`); where it takes pairs only (a question and its context),
+    both texts must be non-empty."""
+    if pair_only:
+        return pair_problem(item)
     if not pairs:
         return text_problem(item, "a string (this bundle's task takes one text, not a pair)")
     if not is_pair(item):
@@ -97,6 +100,17 @@ def item_problem(item: object, pairs: bool = True) -> str | None:
     for which, text in zip(("first", "second"), item):
         if problem := text_problem(text, "a string"):
             return f"the {which} text of the pair: {problem}"
+    return None
+
+
+def pair_problem(item: object) -> str | None:
+    if not is_pair(item):
+        return text_problem(item, "a (question, context) pair") or "expected a (question, context) pair, got one text"
+    for which, text in zip(("question", "context"), item):
+        if problem := text_problem(text, "a string"):
+            return f"the {which}: {problem}"
+        if not text.strip():
+            return f"the {which} is empty"
     return None
 
 
@@ -139,9 +153,13 @@ class Predictor:
         self.tokenizer, self.pad_id = load_tokenizer(self.bundle, self.max_length)
         self.labels = list(self.manifest.get("labels") or [])
         self.decoder = DECODERS.get(decoder_name(self.manifest))
+        if stride is None and self.manifest.get("doc_stride") is not None:
+            stride = int(self.manifest["doc_stride"])  # the windows the model was trained on
         self.stride = window_stride(self.tokenizer, self.max_length, stride) if self.decoder.windowed else 0
-        self.tokenizer.enable_truncation(self.max_length, stride=self.stride)
-        self.options = {"aggregation": aggregation}
+        self.tokenizer.enable_truncation(self.max_length, stride=self.stride, strategy=self.decoder.truncation)
+        self._untruncated = Tokenizer.from_str(self.tokenizer.to_str())  # measures questions (only_second cuts none)
+        self._untruncated.no_truncation()
+        self.options = {"aggregation": aggregation, "max_answer_length": int(self.manifest.get("max_answer_length", 30))}
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.batch_size = max(1, batch_size)
 
@@ -149,8 +167,7 @@ class Predictor:
         """One dict per item (a text or a pair): the decoder's fields ({"label", "probabilities"}, {"score"} or
         {"entities", "windows"}) and "truncated", or {"error"}."""
         items = [texts] if isinstance(texts, (str, bytes)) else list(texts)  # list(bytes) would be a list of ints
-        results: list[dict] = [{"error": problem} if (problem := item_problem(item, self.decoder.pairs)) else {}
-                               for item in items]
+        results: list[dict] = [{"error": problem} if (problem := self._problem(item)) else {} for item in items]
         valid = [i for i, result in enumerate(results) if not result]
         for start in range(0, len(valid), self.batch_size):
             chunk = valid[start:start + self.batch_size]
@@ -158,6 +175,21 @@ class Predictor:
             for index, result in zip(chunk, self._predict_batch(inputs)):
                 results[index] = result
         return results
+
+    def _problem(self, item: object) -> str | None:
+        problem = item_problem(item, self.decoder.pairs, self.decoder.pair_only)
+        if problem is None and self.decoder.truncation == "only_second":
+            problem = self._question_problem(item[0])
+        return problem
+
+    def _question_problem(self, question: str) -> str | None:
+        """Windows of the context need room beside the whole question (the tokenizer would abort otherwise)."""
+        tokens = len(self._untruncated.encode(question, add_special_tokens=False).ids)
+        room = self.max_length - self.tokenizer.num_special_tokens_to_add(True) - tokens
+        if room <= self.stride:
+            return (f"the question has {tokens} tokens: windows of {self.max_length} leave its context {max(room, 0)}, "
+                    f"not more than the stride {self.stride}; shorten the question")
+        return None
 
     def _predict_batch(self, texts: list[str | tuple[str, str]]) -> list[dict]:
         # encode_batch reads a tuple as a pair: one sequence, segments by type id, truncated together (longest first)
@@ -182,7 +214,7 @@ class Predictor:
             feed["input_ids"][row, :length] = encoding.ids
             feed["attention_mask"][row, :length] = 1
             feed["token_type_ids"][row, :length] = encoding.type_ids
-        return self.session.run(None, {name: feed[name] for name in self.input_names})[0].astype(np.float64)
+        return joined(self.session.run(None, {name: feed[name] for name in self.input_names})).astype(np.float64)
 
     def _result(self, text: str | tuple[str, str], windows: list, rows: list[np.ndarray]) -> dict:
         encoded = Encoded(text, tuple(Window.of(window) for window in windows), self.stride)
