@@ -49,6 +49,7 @@ class DataConfig:
     max_answer_length: int = bounded(30, low=1)  # question answering: the longest answer span, in tokens
     max_train_examples: int | None = bounded(None, low=1)
     max_dev_examples: int | None = bounded(None, low=1)  # the first N of dev: cheaper evaluations during training
+    max_test_examples: int | None = bounded(None, low=1)  # the first N of test: a cheaper final evaluation
     hub_config: str | None = None
     hub_splits: tuple[str, str, str] = ("train", "validation", "test")
     demo: DemoConfig = DemoConfig()
@@ -82,8 +83,9 @@ def load_task(config: DataConfig, label_names: tuple[str, ...] | None = None) ->
     splits = {name: _to_examples(name, rows, label_names, task) for name, rows in raw.items()}
     if config.max_train_examples is not None:
         splits["train"] = splits["train"][: config.max_train_examples]
-    if config.max_dev_examples is not None and "dev" in splits:
-        splits["dev"] = splits["dev"][: config.max_dev_examples]
+    for split, most in (("dev", config.max_dev_examples), ("test", config.max_test_examples)):
+        if most is not None and split in splits:
+            splits[split] = splits[split][:most]
     return TaskData(splits=splits, label_names=label_names, task=task)
 
 

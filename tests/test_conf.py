@@ -20,7 +20,7 @@ from alembert.data import DataConfig
 from alembert.resolvers import RESOLVERS, kd_params, one_minus, register_resolvers
 from alembert.training import TrainConfig
 from benchmarks.table.cli import compose_rows
-from benchmarks.table.config import BenchConfig
+from benchmarks.table.config import BenchConfig, split_path
 from compress.cli import CompressConfig, CompressStage
 from compress.pipeline import RecoveryConfig
 from export.__main__ import to_export_config
@@ -53,6 +53,7 @@ PLACES = {
     "sst2": {},
     "recipes": {},
     "conll": {},
+    "squad": {},
 }
 # primary config -> the keys it sets to something other than its dataclass's default, on purpose.
 INTENDED = {
@@ -63,6 +64,8 @@ INTENDED = {
     "recipes": {"name", "work_dir", "results_dir", "modes", "base_overrides", "rows", "onnx_variants", "columns"},
     "conll": {"name", "data_dir", "work_dir", "results_dir", "modes", "base_overrides", "rows", "columns", "split_file",
               "header", "metric_label"},  # CoNLL's .txt files have no header row; the metric is entity F1
+    "squad": {"name", "data_dir", "work_dir", "results_dir", "modes", "base_overrides", "rows", "columns", "split_files",
+              "header", "metric_label", "seq_len", "throughput_batch"},  # JSON files; QA is timed at 384
 }
 # The signature of each block: a mapping with this many of the dataclass's keys is that block written out.
 BLOCKS = {"train/default": (TrainConfig, 3), "data/default": (DataConfig, 3), "recovery/default": (RecoveryConfig, 2)}
@@ -73,10 +76,13 @@ def _bench(raw: dict) -> BenchConfig:
 
 
 TYPED = {"config": lambda raw: from_dict(RunConfig, raw), "compress": lambda raw: from_dict(CompressConfig, raw),
-         "export": to_export_config, "sst2": _bench, "recipes": _bench, "conll": _bench}
+         "export": to_export_config, "sst2": _bench, "recipes": _bench, "conll": _bench, "squad": _bench}
 DEFAULTS = {"config": RunConfig(), "compress": CompressConfig(), "export": ExportConfig(), "sst2": BenchConfig(),
-            "recipes": BenchConfig(), "conll": BenchConfig()}
+            "recipes": BenchConfig(), "conll": BenchConfig(), "squad": BenchConfig()}
 CONLL_LINES = "-DOCSTART- -X- -X- O\n\nPeter NNP B-NP B-PER\nvisited VBD B-VP O\nParis NNP B-NP B-LOC\n\n"
+SQUAD_LINES = '{"data": [{"paragraphs": [{"context": "Ann came.", "qas": [{"id": "1", "question": "Who came?", ' \
+              '"answers": [{"text": "Ann", "answer_start": 0}]}]}]}]}'
+
 
 
 def composed(name: str, *overrides: str) -> dict:
@@ -177,11 +183,12 @@ def test_command_line_overrides_reach_the_group_blocks(name, overrides, key, val
     assert at(composed(name, *overrides), key) == value
 
 
-@pytest.mark.parametrize("name", ["sst2", "recipes", "conll"])
+@pytest.mark.parametrize("name", ["sst2", "recipes", "conll", "squad"])
 def test_every_benchmark_mode_composes_its_rows(name, tmp_path):
     bench = _bench(composed(name, f"data_dir={tmp_path}"))
     for split in ("train", "dev", "test"):  # the files the benchmark names: SST-2's TSV with a header, CoNLL's columns
-        (tmp_path / bench.split_file.format(split=split)).write_text("\t".join(bench.header) + "\na good film\t1\na bad film\t0\n" if bench.header else CONLL_LINES)
+        text = "\t".join(bench.header) + "\na good film\t1\na bad film\t0\n" if bench.header else CONLL_LINES
+        (tmp_path / split_path(bench, split)).write_text(SQUAD_LINES if name == "squad" else text)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for mode in bench.modes:
             rows = compose_rows(dataclasses.replace(bench, mode=mode),
@@ -201,8 +208,10 @@ def _mappings(node, path: str = ""):
 
 
 def _overlay(mapping: dict) -> bool:
-    """A group option that composes the block's default file and changes a few keys (data/ner.yaml) copies nothing."""
-    return "default" in (mapping.get("defaults") or [])
+    """A group option that composes the block's default file and changes a few keys (data/ner.yaml) copies nothing;
+    a benchmark's split -> file-name map (split_files: {train, dev, test}) shares the split names only."""
+    return "default" in (mapping.get("defaults") or []) or set(mapping) <= {"train", "dev", "test"} and \
+        all(isinstance(value, str) for value in mapping.values())
 
 
 @pytest.mark.parametrize("block", sorted(BLOCKS))

@@ -1,12 +1,12 @@
 """Typed settings of a row benchmark; benchmarks/table/cli.py builds them from alembert/conf/sst2.yaml,
-alembert/conf/recipes.yaml or alembert/conf/conll.yaml."""
+alembert/conf/recipes.yaml, alembert/conf/conll.yaml or alembert/conf/squad.yaml."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alembert.config import from_dict
+from alembert.config import bounded, from_dict
 from alembert.errors import fail
 from pipeline.run import RunConfig
 
@@ -49,6 +49,8 @@ class BenchConfig:
     work_dir: str = "~/.cache/alembert/benchmarks"  # rows/<id>-<key>/: shared by every benchmark
     results_dir: str = "benchmarks/results/sst2"  # one folder per benchmark: benchmarks/results/<name>/
     threads: int = 2
+    seq_len: int = bounded(64, low=2)  # every model is timed on random token ids of this length
+    throughput_batch: int = bounded(32, low=1)  # ... and for throughput at this batch size
     modes: dict[str, dict] = field(default_factory=dict)  # mode name -> ModeConfig fields
     overrides: tuple[str, ...] = ()  # the user's own, after the mode's
     base_overrides: tuple[str, ...] = ()
@@ -56,6 +58,7 @@ class BenchConfig:
     onnx_variants: tuple[str, ...] = ("optimized", "int8_dynamic")
     columns: tuple[str, ...] = ()  # the table's columns; empty: report.COLUMNS, with the task's primary metric
     split_file: str = SPLIT_FILE  # each split's file name in data_dir, {split} standing for train, dev or test
+    split_files: dict[str, str] = field(default_factory=dict)  # split -> file name, where names follow no pattern
     header: tuple[str, ...] = HEADER  # columns each split file's tab-separated header row must have; []: no header row
     metric_label: str = ""  # the metric's name on the figure, e.g. "entity F1"; empty: the task's primary metric
 
@@ -87,7 +90,7 @@ class Row:
 
 
 def split_path(bench: BenchConfig, split: str) -> str:
-    return bench.split_file.replace("{split}", split)
+    return bench.split_files.get(split) or bench.split_file.replace("{split}", split)
 
 
 def check_data_dir(bench: BenchConfig) -> Path:

@@ -25,8 +25,6 @@ from export.config import ExportConfig, LatencyConfig
 from export.feeds import MetricBatch
 from export.measure import evaluate, ort_runner, ort_session, random_feed, time_in_turns, torch_runner
 
-SEQ_LEN = 64
-THROUGHPUT_BATCH = 32
 ONNX_METRICS = "onnx_metrics.json"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PYTORCH_ONLY = ("agreement", "vs_baseline", "p_value", "wins_losses")  # measured on the PyTorch model, not its ONNX
@@ -37,6 +35,8 @@ class Settings:
     runs: int
     throughput_runs: int
     threads: int
+    seq_len: int = 64
+    throughput_batch: int = 32
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,9 @@ def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, t
     timed = [(entry, runner) for entry, runner in pairs if runner is not None]
     vocab = min(_vocab(entry) for entry, _ in timed)
     runners = {index: runner for index, (_, runner) in enumerate(timed)}
-    single = time_in_turns(runners, random_feed(INPUTS, 1, SEQ_LEN, vocab), runs=timing.runs, warmup=3)
-    many = time_in_turns(runners, random_feed(INPUTS, THROUGHPUT_BATCH, SEQ_LEN, vocab), runs=timing.throughput_runs, warmup=1)
+    single = time_in_turns(runners, random_feed(INPUTS, 1, timing.seq_len, vocab), runs=timing.runs, warmup=3)
+    many = time_in_turns(runners, random_feed(INPUTS, timing.throughput_batch, timing.seq_len, vocab),
+                         runs=timing.throughput_runs, warmup=1)
     for index, (entry, _) in enumerate(timed):
         entry.update(latency_ms=single[index].p50_ms, latency_p90_ms=single[index].p90_ms, throughput=many[index].throughput)
     entries = [entry for entry, _ in pairs]

@@ -36,6 +36,8 @@ class Layout:
     dataset: str  # what the metric is measured on, e.g. "SST-2 test (GLUE dev)"
     columns: tuple[str, ...] = default_columns("accuracy")
     threads: int = 2
+    seq_len: int = 64  # of the timed inputs
+    throughput_batch: int = 32
     metric: str = "accuracy"  # the task's primary metric: the key of every entry's figure
     metric_label: str = ""  # its name on the figure; empty: `metric`
     notes: str = ""  # a line under the header
@@ -99,8 +101,9 @@ def _cpu_flags() -> list[str]:
 def write_results(entries: list[dict], out_dir: Path, layout: Layout, *, command: str) -> Path:
     rows = table_rows(entries, layout.metric)
     notes = f"{layout.notes.strip()}\n" if layout.notes.strip() else ""
-    header = (f"{layout.dataset}, {entries[0]['eval_examples']} examples. Latency: batch 1, sequence 64, "
-              f"p50; throughput: sequences/s at batch 32, sequence 64; {layout.threads} threads; {machine()}.\n"
+    header = (f"{layout.dataset}, {entries[0]['eval_examples']} examples. Latency: batch 1, sequence "
+              f"{layout.seq_len}, p50; throughput: sequences/s at batch {layout.throughput_batch}, sequence "
+              f"{layout.seq_len}; {layout.threads} threads; {machine()}.\n"
               f"{notes}Reproduce: `{command}`\n\n")
     atomic_write_text(out_dir / f"{layout.name}.md", header + markdown_table(rows, list(layout.columns)) + "\n")
     atomic_write_text(out_dir / f"{layout.name}.json", json.dumps(
@@ -127,7 +130,7 @@ def plot(rows: list[dict], path: Path, layout: Layout) -> None:
     axes.plot([row["latency_ms"] for row in front], [row[metric] for row in front], color="tab:red", linewidth=1,
               label="Pareto front")
     axes.set_xscale("log")
-    axes.set_xlabel("batch-1 latency at sequence 64, ms (log scale)")
+    axes.set_xlabel(f"batch-1 latency at sequence {layout.seq_len}, ms (log scale)")
     axes.set_ylabel(f"{dataset} {layout.label}")
     axes.set_title(f"{dataset}: {layout.label} against latency (o PyTorch, ^ ONNX fp32, s ONNX int8)", fontsize=10)
     axes.legend(loc="lower right")

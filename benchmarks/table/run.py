@@ -18,10 +18,11 @@ def run(bench: BenchConfig, rows: list[Row], work: Path, *, command: str) -> lis
     data = eval_set(ctx.prepared.loaders.eval, ctx.prepared.task.task, ctx.prepared.task.label_names)
     baselines = {row.spec.id: row.spec.baseline for row in rows if row.spec.baseline is not None}
     compare_to_baselines(records, baselines, data, ctx.prepared.loaders.eval)
-    timing = Settings(runs=bench.settings.latency_runs, throughput_runs=bench.settings.throughput_runs, threads=bench.threads)
+    timing = Settings(runs=bench.settings.latency_runs, throughput_runs=bench.settings.throughput_runs, threads=bench.threads,
+                      seq_len=bench.seq_len, throughput_batch=bench.throughput_batch)
     entries = measure_all(records, bench.onnx_variants, data, timing)
     layout = Layout(bench.results_name, bench.settings.dataset, bench.columns or default_columns(data.metric), bench.threads,
-                    metric=data.metric, metric_label=bench.metric_label, notes=bench.settings.notes)
+                    seq_len=bench.seq_len, throughput_batch=bench.throughput_batch, metric=data.metric, metric_label=bench.metric_label, notes=bench.settings.notes)
     path = write_results(entries, Path(bench.results_dir), layout, command=command)
     print(f"\n{markdown_table(table_rows(entries, data.metric), list(layout.columns))}\n\n"
           f"written: {path}, {path.with_suffix('.json')}, {path.with_suffix('.png')}")
