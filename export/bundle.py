@@ -18,6 +18,7 @@ import onnx
 import torch
 from tqdm.auto import tqdm
 
+from alembert.data import DataConfig
 from alembert.families import LAYER_PARTS, family, history
 from alembert.tasks.base import Task
 from alembert.tasks import task_of
@@ -249,7 +250,7 @@ def build_manifest(entries: dict, names: tuple[str, ...], model, config: ExportC
         "problem_type": task_of(model.config).problem_type,
         "decoder": task_of(model.config).decoder,  # export.runtime decodes outputs with alembert.decoding's entry
         "max_length": config.max_length,
-        **task_of(model.config).manifest_fields(config.data),  # e.g. a span task's doc_stride and max_answer_length
+        **task_of(model.config).manifest_fields(config.data or DataConfig()),  # e.g. a span task's doc_stride and max_answer_length
         "truncation": truncation_note(model, config.max_length),
         "default_variant": "optimized" if "optimized" in accepted else BASE,
         "parity": {"batch_shapes": judge.parity.shapes, "tolerances": tolerances_of(config, task_of(model.config))},

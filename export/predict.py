@@ -17,7 +17,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 
-from alembert.errors import run_cli
+from alembert.errors import fail, run_cli
 from alembert.decoding import AGGREGATIONS
 from export.runtime import Predictor
 
@@ -34,7 +34,8 @@ class LineError(str):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m export.predict", description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="directory written by python -m export")
-    parser.add_argument("texts", nargs="*", help="texts to classify; without any, read JSONL from stdin")
+    parser.add_argument("texts", nargs="*", help="texts to classify (QA: question and context, two by two); "
+                                                 "without any, read JSONL from stdin")
     parser.add_argument("--variant", default=None, help="variant name from manifest.json (default: the bundle's default)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -133,8 +134,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     predictor = Predictor(args.bundle, args.variant, threads=args.threads, batch_size=args.batch_size,
                           aggregation=args.aggregation, stride=args.stride)
-    records = (({"text": text}, text) for text in args.texts) if args.texts else read_jsonl(text_lines(sys.stdin))
+    records = argument_items(args.texts, predictor.decoder.pair_only) if args.texts else read_jsonl(text_lines(sys.stdin))
     predict_lines(predictor, records, sys.stdout, args.batch_size)
+
+
+def argument_items(texts: list[str], pairs: bool) -> list[tuple[dict, object]]:
+    """Command-line texts as items: one each, or for a question-answering bundle (question, context) two by two."""
+    if not pairs:
+        return [({"text": text}, text) for text in texts]
+    if len(texts) % 2:
+        raise fail(f"a question-answering bundle takes a question and a context per item; got {len(texts)} texts",
+                   'pass them in pairs: "question" "context" ..., or JSONL {"question", "context"} lines on stdin')
+    return [({}, (question, context)) for question, context in zip(texts[::2], texts[1::2])]
 
 
 if __name__ == "__main__":

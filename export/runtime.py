@@ -171,10 +171,17 @@ class Predictor:
         valid = [i for i, result in enumerate(results) if not result]
         for start in range(0, len(valid), self.batch_size):
             chunk = valid[start:start + self.batch_size]
-            inputs = [tuple(items[i]) if is_pair(items[i]) else items[i] for i in chunk]  # a list pair, too, as a tuple
+            inputs = [self._item(items[i]) for i in chunk]
             for index, result in zip(chunk, self._predict_batch(inputs)):
                 results[index] = result
         return results
+
+    def _item(self, item: object) -> str | tuple[str, str]:
+        """A list pair, too, as a tuple; a question without the leading spaces training strips (QA windows)."""
+        if not is_pair(item):
+            return item
+        first, second = item
+        return (first.lstrip(), second) if self.decoder.pair_only else (first, second)
 
     def _problem(self, item: object) -> str | None:
         problem = item_problem(item, self.decoder.pairs, self.decoder.pair_only)
@@ -184,11 +191,11 @@ class Predictor:
 
     def _question_problem(self, question: str) -> str | None:
         """Windows of the context need room beside the whole question (the tokenizer would abort otherwise)."""
-        tokens = len(self._untruncated.encode(question, add_special_tokens=False).ids)
+        tokens = len(self._untruncated.encode(question.lstrip(), add_special_tokens=False).ids)
         room = self.max_length - self.tokenizer.num_special_tokens_to_add(True) - tokens
         if room <= self.stride:
             return (f"the question has {tokens} tokens: windows of {self.max_length} leave its context {max(room, 0)}, "
-                    f"not more than the stride {self.stride}; shorten the question")
+                    f"not more than the stride {self.stride}; shorten the question, or lower the stride")
         return None
 
     def _predict_batch(self, texts: list[str | tuple[str, str]]) -> list[dict]:

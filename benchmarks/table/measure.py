@@ -57,11 +57,11 @@ class EvalSet:
     def labels(self) -> torch.Tensor:
         return self.task.gather([batch.labels for batch in self.batches], IGNORED)
 
-    def score(self, run, inputs: set[str]) -> float:
-        """The task's primary metric of a runner that takes only `inputs`."""
+    def metrics(self, run, inputs: set[str]) -> dict[str, float]:
+        """The task's metrics of a runner that takes only `inputs`."""
         batches = [MetricBatch({name: array for name, array in batch.feed.items() if name in inputs}, batch.labels)
                    for batch in self.batches]
-        return evaluate(run, batches, self.task, self.label_names, rows=self.rows)[1][self.metric]
+        return evaluate(run, batches, self.task, self.label_names, rows=self.rows)[1]
 
 
 def eval_set(loader, task: Task, label_names: tuple[str, ...] | None) -> EvalSet:
@@ -82,14 +82,14 @@ def onnx_entries(record: dict, variants: tuple[str, ...], data: EvalSet, threads
     except AlembertError as error:  # a failed export is a row of its own, not the end of the benchmark
         return [({**record, "runtime": "ONNX", "error": str(error)}, None)]
     manifest = json.loads((bundle / MANIFEST).read_text())
-    metric = onnx_metric(bundle, manifest, variants, data, threads)
+    metrics = onnx_metrics(bundle, manifest, variants, data, threads)
     entries = []
     for name in variants:
         variant = manifest["variants"][name]
         runner = feeding(ort_runner(ort_session(bundle / variant["file"], threads)), tuple(manifest["inputs"]))
         pytorch_only = {key: value for key, value in record.items() if key not in PYTORCH_ONLY}
-        entries.append(({**pytorch_only, "runtime": f"ONNX {name}", data.metric: metric[name], "size_mb": variant["size_mb"]},
-                        runner))
+        entries.append(({**pytorch_only, "runtime": f"ONNX {name}", "metrics": metrics[name],
+                         data.metric: metrics[name][data.metric], "size_mb": variant["size_mb"]}, runner))
     return entries
 
 
@@ -107,17 +107,19 @@ def export_bundle(record: dict, variants: tuple[str, ...], row_dir: Path, thread
     return export_model(model, load_tokenizer(record["model_dir"]), bundle, config, source=record["model_dir"])
 
 
-def onnx_metric(bundle: Path, manifest: dict, variants: tuple[str, ...], data: EvalSet, threads: int) -> dict[str, float]:
-    """Each variant's primary metric on the reporting split, in the PyTorch evaluation's batches; cached beside the bundle."""
+def onnx_metrics(bundle: Path, manifest: dict, variants: tuple[str, ...], data: EvalSet, threads: int) -> dict[str, dict]:
+    """Each variant's metrics on the reporting split, in the PyTorch evaluation's batches; cached beside the bundle
+    (a cache from before all metrics were kept holds the primary one alone)."""
     cache = bundle.parent / ONNX_METRICS
     if cache.is_file():
-        return json.loads(cache.read_text())
-    metric = {}
+        saved = json.loads(cache.read_text())
+        return {name: value if isinstance(value, dict) else {data.metric: value} for name, value in saved.items()}
+    metrics = {}
     for name in variants:
         run = ort_runner(ort_session(bundle / manifest["variants"][name]["file"], threads))
-        metric[name] = data.score(run, set(manifest["inputs"]))
-    atomic_write_text(cache, json.dumps(metric, indent=2) + "\n")
-    return metric
+        metrics[name] = data.metrics(run, set(manifest["inputs"]))
+    atomic_write_text(cache, json.dumps(metrics, indent=2) + "\n")
+    return metrics
 
 
 def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, timing: Settings) -> list[dict]:

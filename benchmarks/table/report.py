@@ -59,13 +59,18 @@ def pareto_flags(entries: list[dict], metric: str = "accuracy") -> list[bool]:
 def table_rows(entries: list[dict], metric: str = "accuracy") -> list[dict]:
     timed = [entry for entry in entries if "latency_ms" in entry]
     flags = dict(zip(map(id, timed), pareto_flags(timed, metric)))
-    return [{**entry, "model": entry["label"], "pareto": "★" if flags.get(id(entry)) else "",
+    return [{**secondary_metrics(entry), **entry, "model": entry["label"], "pareto": "★" if flags.get(id(entry)) else "",
              metric: round(entry[metric], 4), "agreement": round(entry["agreement"], 4) if "agreement" in entry else "",
              "pct_of_teacher": round(entry.get("pct_of_teacher", 0), 1),
              "size_mb": round(entry["size_mb"], 1), "latency_ms": round(entry.get("latency_ms", float("nan")), 2),
              "throughput": round(entry.get("throughput", float("nan")), 1), "speedup": round(entry.get("speedup", 0), 2),
              "runtime": entry["runtime"] + (f" (failed: {entry['error']})" if "error" in entry else "")}
             for entry in entries]
+
+
+def secondary_metrics(entry: dict) -> dict:
+    """The entry's other metrics (QA's exact match beside F1, NER's precision) as columns a table may show."""
+    return {name: round(value, 4) for name, value in (entry.get("metrics") or {}).items() if isinstance(value, float)}
 
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8")  # what int8 and bf16 speed depend on
