@@ -123,6 +123,9 @@ def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
     dev = build("dev", False) if "dev" in task.splits else None
     train = build("train", True)
     transfer = train
+    if config.augment.enabled and not task.task.augmentable():
+        raise fail(f"augment.enabled=true does not work for the {task.task.name} task: replaced words would break its labels",
+                   "set augment.enabled=false (augmentation is for sequence classification and regression)")
     if config.augment.enabled:
         augmented = replace(task, splits={**task.splits, "train": augment_with(config.augment, task.splits["train"])})
         transfer = make_loaders(augmented, tokenizer, replace(config, augment=replace(config.augment, enabled=False))).train

@@ -84,6 +84,11 @@ class Task:
         the export refuses the int8 variant; the export's tolerances.int8_metric_drop overrides it."""
         return 0.02
 
+    def augmentable(self) -> bool:
+        """Whether TinyBERT's word-replacement augmentation keeps labels valid: a sequence label survives a
+        replaced word; word tags and answer offsets would not."""
+        return True
+
     def int8_logit_bound(self) -> float:
         """The coarse max |logit difference| an int8 graph may show before the export calls it broken."""
         return 1.0

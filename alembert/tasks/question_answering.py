@@ -60,6 +60,9 @@ class QuestionAnswering(TokenOutputs, SequenceClassification):
     def manifest_fields(self, data_config) -> dict:
         return {"doc_stride": data_config.doc_stride, "max_answer_length": data_config.max_answer_length}
 
+    def augmentable(self) -> bool:
+        return False
+
     def int8_metric_drop(self) -> float:
         return 0.015  # SQuAD F1 may lose 1.5 points to int8
 

@@ -42,6 +42,9 @@ class TokenClassification(TokenOutputs, SequenceClassification):
     def onnx_outputs(self) -> dict[str, dict[int, str]]:
         return {"logits": {0: "batch", 1: "sequence"}}
 
+    def augmentable(self) -> bool:
+        return False
+
     def int8_metric_drop(self) -> float:
         """Entity F1 may lose at most 1 point to int8: one wrong tag costs a whole entity, so it falls faster."""
         return 0.01
