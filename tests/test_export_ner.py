@@ -276,7 +276,7 @@ def test_jsonl_lines_get_entities_and_per_line_errors(bundle):
     predict_lines(Predictor(bundle, aggregation="max"), read_jsonl(lines), out, 2)
     first, pair, empty = [json.loads(line) for line in out.getvalue().splitlines()]
     assert first["id"] == 1 and [e["text"] for e in first["entities"]] == ["Angela Merkel", "John Smith", "Paris"]
-    assert pair["id"] == 2 and "not a pair" in pair["error"] and empty == {"error": 'the object has no "text" field'}
+    assert pair["id"] == 2 and "not a pair" in pair["error"] and empty == {"error": 'the object has no "text" field (nor "question" and "context")'}
 
 
 def test_the_device_files_alone_tag_entities_without_torch(bundle, tmp_path):

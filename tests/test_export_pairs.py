@@ -110,7 +110,7 @@ def test_jsonl_text_pair_lines_are_pairs_and_a_malformed_one_errs_alone(pair_bun
     pair, = predictor.predict([(a, b)])
     assert {k: v for k, v in results[0].items() if k != "id"} == pair and "text_pair" not in results[0]
     assert results[1] == {"id": 2, "error": "the second text of the pair: expected a string, got int"}
-    assert results[2] == {"id": 3, "text_pair": b, "error": 'the object has no "text" field'}
+    assert results[2] == {"id": 3, "text_pair": b, "error": 'the object has no "text" field (nor "question" and "context")'}
     assert {k: v for k, v in results[3].items() if k != "id"} == pair  # a list of two is the same pair
     assert results[4]["label"] in LABELS and results[4]["probabilities"] != pair["probabilities"]
     assert results[5] == {"id": 6, "error": "the first text of the pair: expected a string, got NoneType"}

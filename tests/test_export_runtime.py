@@ -112,7 +112,7 @@ def test_predict_cli_reads_jsonl_and_answers_every_line(bundle):
     assert len(lines) == 5 and lines[0]["label"] in LABELS
     assert lines[1]["id"] == 1 and "probabilities" in lines[1]
     assert lines[2] == {"line": 4, "error": "not valid JSON (Expecting value)"}
-    assert lines[3] == {"id": 2, "error": 'the object has no "text" field'}
+    assert lines[3] == {"id": 2, "error": 'the object has no "text" field (nor "question" and "context")'}
     assert lines[4] == {"id": 3, "error": "expected a string, got int"}
 
 
