@@ -22,17 +22,14 @@ from alembert.tagging import IGNORED
 from alembert.tasks import task_named
 from alembert.training import TrainConfig
 from compress.cli import task_loaders
-from compress.passes.factorize import FactorizeEmbeddingsConfig
-from compress.passes.hidden import PruneHiddenConfig
 from compress.passes.layers import DropLayersConfig
 from compress.passes.prune import PruneFfnConfig, PruneHeadsConfig
-from compress.passes.quantize import CastConfig, QuantizeDynamicConfig
 from compress.passes.share import ShareLayersConfig
-from compress.passes.sparsity import SparsityConfig
 from compress.pipeline import RecoveryConfig, Step, run_pipeline
 from compress.registry import apply, pass_names
 from compress.saving import INT8_WEIGHTS, load_compressed, save_compressed
 from distill.recovery import kd_recovery
+from tests.compress_cases import CASES, linear_weight, real_tokens
 
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,17 +40,6 @@ QA_DATA = DataConfig(task="demo", task_type="question_answering", text_column="q
 
 # Every registered pass, with how it may treat the span head: "same" weights, a subset of its input "columns"
 # (the hidden size shrinks), or a new number format ("int8", "fp16"). Never fewer than 2 outputs.
-CASES = {
-    "prune_heads": (PruneHeadsConfig(ratio=0.5), "same"),
-    "prune_ffn": (PruneFfnConfig(ratio=0.5, scope="global"), "same"),
-    "prune_hidden": (PruneHiddenConfig(ratio=0.25), "columns"),
-    "drop_layers": (DropLayersConfig(count=2), "same"),
-    "sparsity": (SparsityConfig(sparsity=0.5), "same"),
-    "share_layers": (ShareLayersConfig(groups=2), "same"),
-    "factorize_embeddings": (FactorizeEmbeddingsConfig(embedding_size=16), "same"),
-    "quantize_dynamic": (QuantizeDynamicConfig(), "int8"),
-    "cast": (CastConfig(dtype="fp16"), "fp16"),
-}
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +71,8 @@ def spans(model, batch) -> torch.Tensor:
         return QA.output_logits(model.eval()(**batch)).float()
 
 
-def real_tokens(values: torch.Tensor, batch) -> torch.Tensor:
-    return values[batch["attention_mask"].bool()]
-
-
 def head_weight(model) -> torch.Tensor:
-    weight = model.qa_outputs.weight
-    return (weight() if callable(weight) else weight).detach()  # an int8 Linear hands its weight out by a call
+    return linear_weight(model.qa_outputs)
 
 
 def test_the_cases_cover_every_registered_pass():

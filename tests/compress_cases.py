@@ -1,0 +1,35 @@
+"""Every registered compression pass with a small setting, shared by the token and span head tests
+(test_compress_ner.py, test_compress_qa.py): each entry says how the pass may change the head."""
+
+from __future__ import annotations
+
+import torch
+
+from compress.passes.factorize import FactorizeEmbeddingsConfig
+from compress.passes.hidden import PruneHiddenConfig
+from compress.passes.layers import DropLayersConfig
+from compress.passes.prune import PruneFfnConfig, PruneHeadsConfig
+from compress.passes.quantize import CastConfig, QuantizeDynamicConfig
+from compress.passes.share import ShareLayersConfig
+from compress.passes.sparsity import SparsityConfig
+
+CASES = {  # pass -> (its config, what happens to the head: same | columns (a subset of them) | int8 | fp16)
+    "prune_heads": (PruneHeadsConfig(ratio=0.5), "same"),
+    "prune_ffn": (PruneFfnConfig(ratio=0.5, scope="global"), "same"),
+    "prune_hidden": (PruneHiddenConfig(ratio=0.25), "columns"),
+    "drop_layers": (DropLayersConfig(count=2), "same"),
+    "sparsity": (SparsityConfig(sparsity=0.5), "same"),
+    "share_layers": (ShareLayersConfig(groups=2), "same"),
+    "factorize_embeddings": (FactorizeEmbeddingsConfig(embedding_size=16), "same"),
+    "quantize_dynamic": (QuantizeDynamicConfig(), "int8"),
+    "cast": (CastConfig(dtype="fp16"), "fp16"),
+}
+
+
+def real_tokens(values: torch.Tensor, batch) -> torch.Tensor:
+    return values[batch["attention_mask"].bool()]
+
+
+def linear_weight(linear) -> torch.Tensor:
+    weight = linear.weight
+    return (weight() if callable(weight) else weight).detach()  # an int8 Linear hands its weight out by a call
