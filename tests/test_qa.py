@@ -217,3 +217,15 @@ def test_a_saved_qa_model_says_its_task(tmp_path):
     assert task_of(BertConfig.from_pretrained(tmp_path)) is QA
     plain = BertConfig(architectures=["BertForQuestionAnswering"])  # saved by plain transformers: no problem_type
     assert task_of(plain) is QA and math.isclose(QA.int8_metric_drop(), 0.015)
+
+
+def test_a_saved_hub_dataset_with_squad_columns_is_read(tmp_path):
+    import datasets
+
+    rows = {"id": ["a", "b"], "question": ["Who came?", "Who left?"], "context": ["Ann came.", "Bo left early."],
+            "answers": [{"text": ["Ann"], "answer_start": [0]}, {"text": ["Bo"], "answer_start": [0]}]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows), "validation": datasets.Dataset.from_dict(rows)}) \
+        .save_to_disk(str(tmp_path / "squad-like"))
+    data = load_task(DataConfig(**QA_COLUMNS, task=str(tmp_path / "squad-like")))
+    assert [e.label for e in data.splits["dev"]] == [(("Ann", 0),), (("Bo", 0),)]
+    assert data.splits["train"][1].text_pair == "Bo left early."
