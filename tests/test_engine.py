@@ -36,6 +36,16 @@ def test_eval_every_n_steps_records_each_evaluation_and_the_last_step(tiny):
     assert history.best_step in (5, 10, 12)
 
 
+def test_training_without_attention_dropout_zeroes_it_and_keeps_the_rest(tiny):
+    model, train, dev = tiny
+    before = model.config.hidden_dropout_prob
+    assert model.config.attention_probs_dropout_prob > 0
+    fit(model, train, None, HARD, TrainConfig(epochs=1, batch_size=4, attention_dropout=False))
+    attention = [m for name, m in model.named_modules() if name.endswith("attention.self")]
+    assert attention and all(m.dropout.p == 0.0 for m in attention)  # SDPA then takes its fused kernel
+    assert model.config.attention_probs_dropout_prob == 0.0 and model.config.hidden_dropout_prob == before
+
+
 def test_patience_counts_evaluations(tiny):
     model, train, dev = tiny
     # lr=0: the dev metric never improves after the first evaluation, so patience 2 stops after the third
