@@ -85,7 +85,7 @@ def _located(text, start, context: str, where: str) -> tuple[str, int]:
         raise fail(f"{where}: answer_start must be an integer (got {start!r})", "give character offsets into the context")
     if context[start:start + len(text)] == text:
         return text, start
-    found = [i for i in _occurrences(context, text)]
+    found = list(_occurrences(context, text))
     if not found:
         raise fail(f"{where}: the answer '{text[:60]}' does not occur in its context",
                    "fix the answer text or the context; answers must be spans of the context")

@@ -33,3 +33,14 @@ def real_tokens(values: torch.Tensor, batch) -> torch.Tensor:
 def linear_weight(linear) -> torch.Tensor:
     weight = linear.weight
     return (weight() if callable(weight) else weight).detach()  # an int8 Linear hands its weight out by a call
+
+
+def check_head(weight: torch.Tensor, before: torch.Tensor, head: str) -> None:
+    """The head after a pass, as its CASES entry says it may change."""
+    if head == "same":
+        assert torch.equal(weight, before)
+    elif head == "columns":  # prune_hidden removes input channels only: every kept column is an original one
+        assert weight.shape[1] < before.shape[1]
+        assert all(any(torch.equal(column, old) for old in before.T) for column in weight.T)
+    else:
+        assert weight.shape == before.shape

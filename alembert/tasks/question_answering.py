@@ -185,9 +185,10 @@ def squad_scores(predicted: str, answers: tuple[str, ...]) -> tuple[float, float
 
 
 def _text(value, where: str, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise fail(f"{where} has no {what}" if not isinstance(value, str) or not value else f"{where} has an empty {what}",
-                   f"give every row a non-empty {what}")
+    if not isinstance(value, str):
+        raise fail(f"{where} has no {what} (got {type(value).__name__})", f"give every row its {what} as a string")
+    if not value.strip():
+        raise fail(f"{where} has an empty {what}", f"give every row a non-empty {what}")
     return value
 
 
