@@ -72,6 +72,13 @@ def layer_list(model: nn.Module, what: str) -> nn.ModuleList:
     return model.base_model.get_submodule(path)
 
 
+def replace_layer_list(model: nn.Module, layers: nn.ModuleList) -> None:
+    """Put `layers` where the family keeps its layer list (the config's layer count is the caller's to set)."""
+    path, _ = LAYER_LISTS[require_family(model, tuple(LAYER_LISTS), "replacing the layer list")]
+    parent, _, attribute = path.rpartition(".")
+    setattr(model.base_model.get_submodule(parent), attribute, layers)
+
+
 def prunable_layers(model: nn.Module, what: str) -> list[nn.Module]:
     """The distinct layers whose heads and FFN a pruning pass edits (an ALBERT model's shared groups once each)."""
     name = require_family(model, tuple(LAYER_PARTS), what)

@@ -31,6 +31,9 @@ class TrainConfig:
     # false: train without attention-probability dropout, so SDPA runs its fused kernel instead of materialising and
     # masking every [batch, heads, seq, seq] map (2.4x faster fine-tuning at sequence 384 on a 2-core CPU)
     attention_dropout: bool = True
+    # LayerDrop (Fan et al. 2019): skip each layer with this probability at each training step, so that the model can
+    # later be cut to any depth (compress drop_layers strategy=depth) without retraining; null: off
+    layerdrop: float | None = bounded(None, low=0.0, high=0.99)
     patience: int | None = bounded(None, low=1)  # stop after this many evaluations without a better dev metric
     eval_every: int | None = bounded(None, low=1)  # evaluate every N optimizer steps; None: at the end of each epoch
     checkpoint_every: int | None = bounded(None, low=1)  # write a resumable checkpoint every N optimizer steps; None: none

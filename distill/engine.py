@@ -24,6 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from distill import distributed
 from distill.checkpoint import Checkpointer, History, LoopState, fingerprint
+from distill.layerdrop import advance, check_layerdrop, layer_drop
 from alembert.errors import fail
 from distill.losses import Objective
 from alembert.tasks import task_of
@@ -35,7 +36,7 @@ from alembert.training import TrainConfig
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Settings a checkpoint must share with the run that resumes it (cache_teacher, patience etc. may change).
 RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed", "grad_accum",
-               "precision", "eval_every")
+               "precision", "eval_every", "layerdrop")
 
 __all__ = ["History", "TrainConfig", "evaluate", "fit", "predict_logits", "seed_everything"]
 
@@ -100,9 +101,10 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
              else f"{desc}: already finished, its final weights loaded from {checkpoint_dir}" if state.finished
              else f"{desc}: resuming at step {state.step} (epoch {state.epoch + 1}, batch {state.batch})")
     if not state.finished:
-        _train(run, state)
-        if keep_best and state.best_state is not None:
-            model.load_state_dict(state.best_state)
+        with layer_drop(model, config.layerdrop, config.seed):
+            _train(run, state)
+            if keep_best and state.best_state is not None:
+                model.load_state_dict(state.best_state)
         state.finished = True
         if run.checkpoints is not None:
             run.checkpoints.save(state, run.modules, run.optimizer, run.scheduler, run.scaler)
@@ -127,6 +129,8 @@ def _validate(train, objective, teacher, config, checkpoint_dir, log_dir) -> Non
     if (config.checkpoint_every is not None or config.resume) and checkpoint_dir is None:
         raise fail("train.checkpoint_every / train.resume are set but this training step has no checkpoint directory",
                    "use them through `python -m distill` (checkpoints go under the run's output dir)")
+    if config.layerdrop is not None:
+        check_layerdrop(objective)
     if config.tensorboard and log_dir is None:
         raise fail("train.tensorboard=true but this training step has no log directory", "use it through `python -m distill`")
 
@@ -191,6 +195,7 @@ def _train_epoch(run: _Run, state: LoopState) -> bool:
         index = state.batch
         batch = to_device(batch, run.device)
         step = state.epoch * run.batches + index
+        advance(model, step, step / total)  # LayerDrop and module replacement draw this step's layers
         with torch.autocast(run.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             teacher_features = run.teacher.features(batch, **wanted) if objective.needs_teacher else None
             student_features = forward_features(model, batch, **wanted)

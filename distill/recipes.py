@@ -16,8 +16,10 @@ from transformers import PretrainedConfig
 
 from alembert.config import from_dict
 from alembert.errors import fail
-from distill.terms.layerwise import HiddenProjection
+from distill.layer_features import HiddenProjection
 from distill.losses import LOSSES, Objective, Term
+from distill.layerdrop import check_layerdrop
+from distill.theseus import ReplacementConfig, check_objective
 
 SCHEDULE_KINDS = {
     "constant": lambda start, end, t: start,
@@ -61,6 +63,7 @@ class StageConfig:
     name: str = "distil"
     epochs: int | None = None  # None: train.epochs
     terms: tuple[TermConfig, ...] = ()
+    replacement: ReplacementConfig | None = None  # BERT-of-Theseus module replacement while this stage trains
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,15 @@ def term_parameters(name: str) -> frozenset[str]:
     return frozenset(p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY) - SUPPLIED
 
 
-def check_recipe(recipe: RecipeConfig) -> None:
-    """Every term known, every parameter and schedule one its term takes: one line before any model loads."""
+def check_recipe(recipe: RecipeConfig, *, layerdrop: float | None = None) -> None:
+    """Every term known, every parameter and schedule one its term takes, no layer-wise term beside module replacement
+    or LayerDrop: one line before any model loads."""
     for stage in recipe.stages:
+        objective = Objective(tuple(Term(t.name, t.weight) for t in stage.terms))
+        if stage.replacement is not None:
+            check_objective(objective)
+        if layerdrop is not None:
+            check_layerdrop(objective)
         for term in stage.terms:
             allowed = term_parameters(term.name)
             unknown = sorted(set(term.params) - allowed) + sorted(set(term.schedules) - allowed - {"weight"})

@@ -33,13 +33,14 @@ from distill.recovery import kd_recovery
 from distill.mlm import CorpusConfig, MaskingConfig, distil_mlm
 from distill.multi_teacher import MultiTeacher, check_same_tokenizer, soft_target_temperature
 from distill.models import StudentConfig, Teacher, build_student, disable_attention_dropout
+from distill.theseus import replacing
 from alembert.modeldir import count_parameters, load_classifier, load_tokenizer, resolve_source, save_model
 from alembert.report import latency_ms, save_table, size_on_disk_mb
 
 FINETUNE_MODES = ("auto", "always", "never")
 # The training settings that change the fine-tuned weights; engine options such as caching or logging do not.
 FINETUNE_KEY_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed", "grad_accum",
-                       "precision", "attention_dropout")
+                       "precision", "attention_dropout", "layerdrop")
 HARD_LABELS = StageConfig(name="hard labels", terms=(TermConfig("hard", 1.0),))
 EvalCallback = Callable[[int, dict[str, float]], None]  # (step, dev metrics) after each evaluation
 SIZE_COLUMNS = ["params", "non_embedding_params", "size_mb", "latency_ms", "train_s"]
@@ -95,7 +96,7 @@ class Setup:
 
 def setup(config: RunConfig) -> Setup:
     """Resolve the teacher, load and validate the data and tokenise it: every bad input fails here, before training."""
-    check_recipe(config.recipe)  # a misspelt term parameter fails here, not as a TypeError mid-training
+    check_recipe(config.recipe, layerdrop=config.train.layerdrop)  # a misspelt term parameter fails here, not as a TypeError mid-training
     if config.compress.passes:
         build_steps(config.compress.passes, config.compress.settings)  # and a bad pass setting, not after training
     source = resolve_source(config.teacher)
@@ -227,11 +228,12 @@ def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use
         if objective.needs_attentions:
             disable_attention_dropout(student)
         stage_train = replace(config.train, epochs=stage.epochs if stage.epochs is not None else config.train.epochs)
-        fit(student, train, run.loaders.dev, objective, stage_train,
-            teacher=teacher if objective.needs_teacher else None, extra_modules=extra_modules,
-            keep_best=number == len(stages), desc=stage.name if use_teacher else "baseline",
-            on_evaluate=on_evaluate if number == len(stages) else None,
-            **_stage_dirs(out_dir, "student" if use_teacher else "baseline", number))
+        with replacing(student, teacher_model, stage.replacement, seed=config.train.seed, objective=objective):
+            fit(student, train, run.loaders.dev, objective, stage_train,
+                teacher=teacher if objective.needs_teacher else None, extra_modules=extra_modules,
+                keep_best=number == len(stages), desc=stage.name if use_teacher else "baseline",
+                on_evaluate=on_evaluate if number == len(stages) else None,
+                **_stage_dirs(out_dir, "student" if use_teacher else "baseline", number))
     return student, time.perf_counter() - start
 
 

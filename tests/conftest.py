@@ -86,3 +86,25 @@ def sst2_dir() -> Path:
     if not (SST2_DIR / "train.tsv").is_file():
         pytest.skip(f"SST-2 not found at {SST2_DIR} (it ships in ../shared beside the repository, on CI)")
     return SST2_DIR
+
+
+def demo_loaders(tokenizer, *, train_size: int = 24, batch_size: int = 4, max_length: int = 16):
+    """Train (shuffled) and dev loaders over the demo task's first examples, for tiny training runs."""
+    from alembert.data import DataConfig, encode, load_task, loader
+    from alembert.demo import DemoConfig
+    from alembert.tasks import task_named
+
+    config = DataConfig(demo=DemoConfig(train_size=train_size, dev_size=8, test_size=8), max_length=max_length)
+    task = load_task(config)
+    train = loader(encode(task, "train", tokenizer, config), tokenizer, batch_size=batch_size,
+                   task=task_named("classification"), shuffle=True)
+    dev = loader(encode(task, "dev", tokenizer, config), tokenizer, batch_size=8, task=task_named("classification"))
+    return train, dev
+
+
+def without_dropout(model):
+    """`model` with every dropout at 0, so that train-mode forwards are deterministic."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model

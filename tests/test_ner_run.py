@@ -30,9 +30,10 @@ def distill_cli(tmp_path: Path, teacher: Path, *overrides: str) -> subprocess.Co
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
 
 
-@pytest.mark.parametrize("recipe", ["kd", "distilbert", "tinybert", "minilm"])
+@pytest.mark.parametrize("recipe", ["kd", "distilbert", "tinybert", "minilm", "pkd", "theseus", "kd train.layerdrop=0.3"])
 def test_every_recipe_distils_a_token_classifier(tiny_dir, tmp_path, recipe):
-    done = distill_cli(tmp_path, tiny_dir("bert"), f"recipe={recipe}", "baseline=false")
+    name, *more = recipe.split()
+    done = distill_cli(tmp_path, tiny_dir("bert"), f"recipe={name}", "baseline=false", *more)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [row["model"] for row in rows] == ["teacher", "student (KD)"]

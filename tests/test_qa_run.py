@@ -79,9 +79,10 @@ def check_student(directory: Path) -> None:
     assert student.qa_outputs.weight.shape == (2, student.config.hidden_size)
 
 
-@pytest.mark.parametrize("recipe", ["distilbert", "tinybert", "minilm"])  # kd: the next test, beside its baseline
+@pytest.mark.parametrize("recipe", ["distilbert", "tinybert", "minilm", "pkd", "theseus train.layerdrop=0.3"])  # kd: the next test
 def test_every_recipe_distils_a_span_student(teacher, finetuned, tmp_path, recipe):
-    done = distill_cli(tmp_path, teacher, finetuned, f"recipe={recipe}", "baseline=false")
+    name, *more = recipe.split()
+    done = distill_cli(tmp_path, teacher, finetuned, f"recipe={name}", "baseline=false", *more)
     assert done.returncode == 0, done.stderr[-2000:]
     assert [row["model"] for row in summary(tmp_path)] == ["teacher", "student (KD)"]
     check_student(tmp_path / "out" / "student")

@@ -21,7 +21,7 @@ from pipeline.run import FinetuneConfig, RunConfig, distil, prepare_teacher, set
 
 CONF = CONF_DIR
 register_resolvers(OmegaConf.register_new_resolver)  # one_minus and kd_params, which the recipe files use
-RECIPES = ("kd", "distilbert", "tinybert", "minilm")
+RECIPES = ("kd", "distilbert", "tinybert", "minilm", "pkd", "theseus")
 
 
 def _compose(*overrides) -> RunConfig:
@@ -70,6 +70,8 @@ def test_unknown_or_empty_stages_are_refused(tiny_dir):
     ("distilbert", StudentConfig(num_layers=2)),
     ("tinybert", StudentConfig(num_layers=2, init="random", hidden_size=16, num_heads=4, intermediate_size=32)),
     ("minilm", StudentConfig(num_layers=2, init="random", hidden_size=16, num_heads=4, intermediate_size=32)),
+    ("pkd", StudentConfig(num_layers=3)),
+    ("theseus", StudentConfig(num_layers=2)),
 ])
 def test_recipes_train_a_student_end_to_end(tiny_dir, tmp_path, recipe, student):
     composed = _compose(f"recipe={recipe}", "train.epochs=1")
@@ -81,6 +83,30 @@ def test_recipes_train_a_student_end_to_end(tiny_dir, tmp_path, recipe, student)
     trained, _ = distil(prepared, teacher, config, use_teacher=True)
     assert trained.config.hidden_size == (student.hidden_size or 32)
     assert not any("maps" in name for name, _ in trained.named_parameters())  # the projection is not part of the student
-    if recipe != "distilbert":
+    if recipe in ("tinybert", "minilm"):
         assert trained.config.attention_probs_dropout_prob == 0.0
+    assert torch.isfinite(trained(input_ids=torch.tensor([[2, 10, 3]])).logits).all()
+
+
+@pytest.mark.parametrize("recipe", ["pkd", "theseus"])
+def test_classic_recipes_train_a_regression_student(tiny_dir, tmp_path, recipe):
+    import json
+    import random
+
+    from alembert.demo import vocabulary
+
+    rng = random.Random(0)
+    for split, size in (("train", 48), ("dev", 16)):
+        lines = [" ".join(rng.choices(vocabulary(), k=rng.randint(2, 8))) for _ in range(size)]
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps({"sentence": text, "label": len(text) / 40}) + "\n"
+                                                         for text in lines))
+    data = DataConfig(task="files", train=str(tmp_path / "train.jsonl"), dev=str(tmp_path / "dev.jsonl"),
+                      task_type="regression", max_length=24)
+    config = replace(_compose(f"recipe={recipe}"), teacher=str(tiny_dir("bert")), student=StudentConfig(num_layers=2),
+                     data=data, train=TrainConfig(epochs=1, batch_size=16), finetune=FinetuneConfig(mode="never"))
+    prepared = setup(config)
+    teacher, _ = prepare_teacher(prepared, config)
+    trained, _ = distil(prepared, teacher, config, use_teacher=True)
+    assert trained.config.num_labels == 1 and trained.config.num_hidden_layers == 2
+    assert type(trained.bert.encoder.layer) is torch.nn.ModuleList
     assert torch.isfinite(trained(input_ids=torch.tensor([[2, 10, 3]])).logits).all()

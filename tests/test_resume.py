@@ -59,18 +59,19 @@ def _train(teacher_dir: str, student_dir: str, work: str, kill_at: int = 0, resu
             "projection": projection.weight.detach().clone()}
 
 
-def test_a_run_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_one(tiny_dir, tmp_path, capsys):
+@pytest.mark.parametrize("layerdrop", [None, 0.5])  # LayerDrop's draws come from (seed, step): a resume replays them
+def test_a_run_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_one(tiny_dir, tmp_path, capsys, layerdrop):
     teacher, student = str(tiny_dir("bert", 2)), str(tiny_dir("bert", 1))
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
-    killed = subprocess.run([sys.executable, str(HERE), teacher, student, str(tmp_path / "killed"), str(KILL_AT)],
+    killed = subprocess.run([sys.executable, str(HERE), teacher, student, str(tmp_path / "killed"), str(KILL_AT), str(layerdrop)],
                             capture_output=True, text=True, env=env, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     checkpoints = tmp_path / "killed" / "checkpoints"
     assert (checkpoints / "latest").read_text() == "step-00000008"
     meta = json.loads((checkpoints / "step-00000008" / "meta.json").read_text())
     assert (meta["epoch"], meta["batch"]) == (1, 2)  # mid-epoch 2: the resume must skip two batches
-    expected = _train(teacher, student, str(tmp_path / "straight"))
-    got = _train(teacher, student, str(tmp_path / "killed"), resume=True)
+    expected = _train(teacher, student, str(tmp_path / "straight"), layerdrop=layerdrop)
+    got = _train(teacher, student, str(tmp_path / "killed"), resume=True, layerdrop=layerdrop)
     assert "resuming at step 8" in capsys.readouterr().out
     assert torch.allclose(got["logits"], expected["logits"], atol=1e-6), (got["logits"] - expected["logits"]).abs().max()
     assert got["history"] == expected["history"] and got["best_step"] == expected["best_step"]
@@ -93,4 +94,5 @@ def test_a_resume_with_an_incompatible_checkpoint_fails_in_one_line(tiny_dir, tm
 
 if __name__ == "__main__":
     torch.set_num_threads(2)  # as conftest does for the in-process runs it is compared with
-    _train(sys.argv[1], sys.argv[2], sys.argv[3], kill_at=int(sys.argv[4]))
+    _train(sys.argv[1], sys.argv[2], sys.argv[3], kill_at=int(sys.argv[4]),
+           layerdrop=None if sys.argv[5] == "None" else float(sys.argv[5]))

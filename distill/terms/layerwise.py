@@ -24,86 +24,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alembert.errors import fail
+from distill.layer_features import (LAYER_KINDS, HiddenProjection, layer_map, mapped_pairs,  # noqa: F401  (API)
+                                    project_hidden, require_feature, token_mask)
 from distill.losses import register, task_rows
 from distill.models import Features, split_heads  # noqa: F401  split_heads is part of this module's API
 
-LAYER_KINDS = ("uniform", "last_k", "explicit")
 # Probabilities are clamped before a log so that an exact 0 (underflow, dropout) gives a large finite term, not inf.
 PROB_FLOOR = 1e-12
 # "log_probs" attention MSE: floor well above PROB_FLOOR, so near-zero entries cannot dominate the squared error.
 LOG_PROB_FLOOR = 1e-6
-
-
-# ---------------------------------------------------------------- layer mapping
-
-def layer_map(kind: str, student_layers: int, teacher_layers: int, explicit: Sequence | None = None,
-              *, k: int = 1) -> tuple[tuple[int, int], ...]:
-    """Pairs (student layer, teacher layer), 1-based.
-
-    uniform: student m <-> teacher floor(m*N/M), m = 1..M, so the last layers meet (TinyBERT's g(m) = m*N/M).
-    last_k:  the last k student layers <-> the last k teacher layers, in order (k=1: last <-> last).
-    explicit: either one teacher layer per student layer ([4, 8, 12]) or (student, teacher) pairs.
-    """
-    if kind not in LAYER_KINDS:
-        raise fail(f"unknown layer mapping '{kind}'", f"use one of {', '.join(LAYER_KINDS)}, or give the layer pairs")
-    if kind == "uniform":
-        if student_layers > teacher_layers:
-            raise fail(f"uniform layer mapping needs a student with no more layers than the teacher "
-                       f"({student_layers} > {teacher_layers})", "use layers=last_k or explicit layer pairs")
-        pairs = tuple((m, m * teacher_layers // student_layers) for m in range(1, student_layers + 1))
-    elif kind == "last_k":
-        if not 1 <= k <= min(student_layers, teacher_layers):
-            raise fail(f"last_k mapping with k={k}, but the student has {student_layers} and the teacher "
-                       f"{teacher_layers} layers", f"pick k between 1 and {min(student_layers, teacher_layers)}")
-        pairs = tuple((student_layers - k + i, teacher_layers - k + i) for i in range(1, k + 1))
-    else:
-        pairs = _explicit_pairs(explicit)
-    for student, teacher in pairs:
-        _check_layer(student, student_layers, "student")
-        _check_layer(teacher, teacher_layers, "teacher")
-    return pairs
-
-
-def _explicit_pairs(explicit: Sequence | None) -> tuple[tuple[int, int], ...]:
-    if explicit is None or isinstance(explicit, str) or len(explicit) == 0:
-        raise fail(f"explicit layer mapping needs a non-empty list of layers, got {explicit!r}",
-                   "give teacher layers per student layer, e.g. [4, 8, 12], or pairs, e.g. [[3, 12]]")
-    if all(isinstance(item, int) for item in explicit):
-        return tuple((m, int(t)) for m, t in enumerate(explicit, start=1))
-    if all(isinstance(item, Sequence) and len(item) == 2 and all(isinstance(x, int) for x in item) for item in explicit):
-        return tuple((int(s), int(t)) for s, t in explicit)
-    raise fail(f"cannot read the explicit layer mapping {explicit!r}",
-               "give integers (teacher layer per student layer) or [student, teacher] integer pairs")
-
-
-def _check_layer(layer: int, n_layers: int, who: str) -> None:
-    if not 1 <= layer <= n_layers:
-        raise fail(f"the layer mapping names {who} layer {layer}, but the {who} has layers 1..{n_layers}",
-                   f"pick {who} layers between 1 and {n_layers} (the embedding output has its own term)")
-
-
-def _pairs(layers: str | Sequence, k: int, n_student: int, n_teacher: int) -> tuple[tuple[int, int], ...]:
-    if isinstance(layers, str):
-        return layer_map(layers, n_student, n_teacher, k=k)
-    return layer_map("explicit", n_student, n_teacher, explicit=layers)
-
-
-# ---------------------------------------------------------------- shared checks and masked means
-
-def _require(features: Features, field: str, term: str, who: str) -> tuple[Tensor, ...]:
-    value = getattr(features, field)
-    if not value:
-        raise fail(f"the '{term}' loss needs the {who}'s {field}, but the forward pass gave none",
-                   "run the model with this feature enabled (attentions need attn_implementation='eager'; "
-                   "values need the value hooks)")
-    return value
-
-
-def _token_mask(student: Features, teacher: Features, mask: Tensor | None) -> Tensor:
-    if teacher is None:
-        raise fail("a layer-wise loss needs a teacher", "pass a teacher, or drop the layer-wise terms")
-    mask = student.attention_mask if mask is None else mask
-    return mask.to(student.logits.dtype)
 
 
 def _same_shape(student: Tensor, teacher: Tensor, what: str, fix: str) -> None:
@@ -141,11 +70,11 @@ def _kl_rows(teacher_probs: Tensor, student_probs: Tensor, mask: Tensor) -> Tens
 def distilbert_cosine_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                            layers: str | Sequence = "last_k", k: int = 1) -> Tensor:
     """1 - cos(student_h, teacher_h) per real token, on the mapped layers (default: last <-> last)."""
-    mask = _token_mask(student, teacher, mask)
-    s_hidden = _require(student, "hidden_states", "distilbert_cos", "student")
-    t_hidden = _require(teacher, "hidden_states", "distilbert_cos", "teacher")
+    mask = token_mask(student, teacher, mask)
+    s_hidden = require_feature(student, "hidden_states", "distilbert_cos", "student")
+    t_hidden = require_feature(teacher, "hidden_states", "distilbert_cos", "teacher")
     losses = []
-    for s, t in _pairs(layers, k, len(s_hidden) - 1, len(t_hidden) - 1):
+    for s, t in mapped_pairs(layers, k, len(s_hidden) - 1, len(t_hidden) - 1):
         _same_shape(s_hidden[s], t_hidden[t], "hidden states", "the cosine loss needs equal hidden sizes: "
                     "use tinybert_hidden with a HiddenProjection for a narrower student")
         cosine = F.cosine_similarity(s_hidden[s], t_hidden[t], dim=-1)
@@ -154,40 +83,6 @@ def distilbert_cosine_loss(student: Features, teacher: Features, *, mask: Tensor
 
 
 # ---------------------------------------------------------------- TinyBERT
-
-class HiddenProjection(nn.Module):
-    """TinyBERT's learnable student->teacher hidden projection W_h, kept outside the student.
-
-    One Linear per student hidden state (slot 0 = embedding output, slot m = layer m), so each layer learns
-    its own map; `shared=True` uses a single Linear for all slots, as the official TinyBERT code does.
-    The engine owns it: optimise it with the student, save it with checkpoints, leave it out of the export.
-    """
-
-    def __init__(self, student_hidden: int, teacher_hidden: int, n_layers: int, *, shared: bool = False):
-        super().__init__()
-        self.student_hidden, self.teacher_hidden, self.n_layers, self.shared = student_hidden, teacher_hidden, n_layers, shared
-        slots = 1 if shared else n_layers + 1
-        self.maps = nn.ModuleList(nn.Linear(student_hidden, teacher_hidden) for _ in range(slots))
-
-    def forward(self, hidden: Tensor, layer: int) -> Tensor:
-        if not 0 <= layer <= self.n_layers:
-            raise fail(f"HiddenProjection has slots for student layers 0..{self.n_layers}, asked for {layer}",
-                       "build it with n_layers = the student's number of layers")
-        if hidden.shape[-1] != self.student_hidden:
-            raise fail(f"HiddenProjection expects student hidden size {self.student_hidden}, got {hidden.shape[-1]}",
-                       "build it with the student's hidden size")
-        return self.maps[0 if self.shared else layer](hidden)
-
-
-def _projected(hidden: Tensor, layer: int, target: Tensor, projection: HiddenProjection | None, term: str) -> Tensor:
-    if projection is not None:
-        hidden = projection(hidden, layer)
-    elif hidden.shape[-1] != target.shape[-1]:
-        raise fail(f"'{term}': student hidden size {hidden.shape[-1]} differs from the teacher's {target.shape[-1]}",
-                   f"pass projection=HiddenProjection({hidden.shape[-1]}, {target.shape[-1]}, n_student_layers)")
-    _same_shape(hidden, target, "hidden states", "student and teacher must see the same batch (same tokens)")
-    return hidden
-
 
 def _masked_mse(student_h: Tensor, teacher_h: Tensor, mask: Tensor) -> Tensor:
     """MSE over real tokens and hidden units (TinyBERT averages over padding too; we don't)."""
@@ -199,10 +94,10 @@ def _masked_mse(student_h: Tensor, teacher_h: Tensor, mask: Tensor) -> Tensor:
 def tinybert_embedding_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                             projection: HiddenProjection | None = None) -> Tensor:
     """MSE between embedding outputs (hidden_states[0]), projected through slot 0 when sizes differ."""
-    mask = _token_mask(student, teacher, mask)
-    s_embedding = _require(student, "hidden_states", "tinybert_embedding", "student")[0]
-    t_embedding = _require(teacher, "hidden_states", "tinybert_embedding", "teacher")[0]
-    return _masked_mse(_projected(s_embedding, 0, t_embedding, projection, "tinybert_embedding"), t_embedding, mask)
+    mask = token_mask(student, teacher, mask)
+    s_embedding = require_feature(student, "hidden_states", "tinybert_embedding", "student")[0]
+    t_embedding = require_feature(teacher, "hidden_states", "tinybert_embedding", "teacher")[0]
+    return _masked_mse(project_hidden(s_embedding, 0, t_embedding, projection, "tinybert_embedding"), t_embedding, mask)
 
 
 @register("tinybert_hidden", needs_hidden=True, projected=True)
@@ -210,11 +105,11 @@ def tinybert_hidden_loss(student: Features, teacher: Features, *, mask: Tensor |
                          layers: str | Sequence = "uniform", k: int = 1,
                          projection: HiddenProjection | None = None) -> Tensor:
     """MSE between mapped layer outputs, the student's projected through `projection` (its layer's slot)."""
-    mask = _token_mask(student, teacher, mask)
-    s_hidden = _require(student, "hidden_states", "tinybert_hidden", "student")
-    t_hidden = _require(teacher, "hidden_states", "tinybert_hidden", "teacher")
-    losses = [_masked_mse(_projected(s_hidden[s], s, t_hidden[t], projection, "tinybert_hidden"), t_hidden[t], mask)
-              for s, t in _pairs(layers, k, len(s_hidden) - 1, len(t_hidden) - 1)]
+    mask = token_mask(student, teacher, mask)
+    s_hidden = require_feature(student, "hidden_states", "tinybert_hidden", "student")
+    t_hidden = require_feature(teacher, "hidden_states", "tinybert_hidden", "teacher")
+    losses = [_masked_mse(project_hidden(s_hidden[s], s, t_hidden[t], projection, "tinybert_hidden"), t_hidden[t], mask)
+              for s, t in mapped_pairs(layers, k, len(s_hidden) - 1, len(t_hidden) - 1)]
     return torch.stack(losses).mean()
 
 
@@ -229,12 +124,12 @@ def tinybert_attention_loss(student: Features, teacher: Features, *, mask: Tenso
     """
     if space not in ("probs", "log_probs"):
         raise fail(f"tinybert_attention space='{space}' is unknown", "use space=probs or space=log_probs")
-    mask = _token_mask(student, teacher, mask)
-    s_maps = _require(student, "attentions", "tinybert_attention", "student")
-    t_maps = _require(teacher, "attentions", "tinybert_attention", "teacher")
+    mask = token_mask(student, teacher, mask)
+    s_maps = require_feature(student, "attentions", "tinybert_attention", "student")
+    t_maps = require_feature(teacher, "attentions", "tinybert_attention", "teacher")
     entries = (mask[:, :, None] * mask[:, None, :])[:, None]  # (batch, 1, query, key)
     losses = []
-    for s, t in _pairs(layers, k, len(s_maps), len(t_maps)):
+    for s, t in mapped_pairs(layers, k, len(s_maps), len(t_maps)):
         s_map, t_map = s_maps[s - 1], t_maps[t - 1]
         _same_shape(s_map, t_map, f"attention maps (layers {s}/{t})", "attention MSE needs the same number of heads "
                     "(no projection exists for attention maps): use minilm_value with relation_heads instead")
@@ -267,11 +162,11 @@ def minilm_attention_loss(student: Features, teacher: Features, *, mask: Tensor 
 
     Works across hidden sizes; needs equal head counts (use minilm_value's relation heads otherwise).
     """
-    mask = _token_mask(student, teacher, mask)
-    s_maps = _require(student, "attentions", "minilm_attention", "student")
-    t_maps = _require(teacher, "attentions", "minilm_attention", "teacher")
+    mask = token_mask(student, teacher, mask)
+    s_maps = require_feature(student, "attentions", "minilm_attention", "student")
+    t_maps = require_feature(teacher, "attentions", "minilm_attention", "teacher")
     losses = []
-    for s, t in _pairs(layers, k, len(s_maps), len(t_maps)):
+    for s, t in mapped_pairs(layers, k, len(s_maps), len(t_maps)):
         _same_shape(s_maps[s - 1], t_maps[t - 1], f"attention maps (layers {s}/{t})",
                     "attention-distribution KL needs the same number of heads: drop minilm_attention and use "
                     "minilm_value with relation_heads=R")
@@ -305,11 +200,11 @@ def minilm_value_loss(student: Features, teacher: Features, *, mask: Tensor | No
 
     Needs only the same number of (relation) heads: head_dim may differ, so no projection is needed.
     """
-    mask = _token_mask(student, teacher, mask)
-    s_values = _require(student, "values", "minilm_value", "student")
-    t_values = _require(teacher, "values", "minilm_value", "teacher")
+    mask = token_mask(student, teacher, mask)
+    s_values = require_feature(student, "values", "minilm_value", "student")
+    t_values = require_feature(teacher, "values", "minilm_value", "teacher")
     losses = []
-    for s, t in _pairs(layers, k, len(s_values), len(t_values)):
+    for s, t in mapped_pairs(layers, k, len(s_values), len(t_values)):
         s_heads, t_heads = s_values[s - 1].shape[1], t_values[t - 1].shape[1]
         if relation_heads is None and s_heads != t_heads:
             raise fail(f"minilm_value: student has {s_heads} heads and teacher {t_heads}",
