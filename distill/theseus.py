@@ -120,6 +120,10 @@ def replacing(student: nn.Module, teacher: nn.Module, replacement: ReplacementCo
     if family(student) != family(teacher):
         raise fail(f"module replacement needs a student of the teacher's family ({family(student)} vs {family(teacher)})",
                    "build the student from the teacher (student.init=teacher or random)")
+    if student.config.hidden_size != teacher.config.hidden_size:
+        raise fail(f"module replacement needs the teacher's hidden size ({student.config.hidden_size} vs "
+                   f"{teacher.config.hidden_size}): successors and teacher blocks feed each other",
+                   "leave student.hidden_size unset for recipe=theseus")
     successors = layer_list(student, "module replacement")
     predecessors = list(layer_list(teacher, "module replacement"))
     device = next(student.parameters()).device

@@ -166,7 +166,8 @@ def test_recipes_quick_mode_trains_every_recipe_and_reuses_the_sst2_rows(tiny_be
     assert recipes.returncode == 0, recipes.stderr[-3000:]
     assert recipes.stdout.count("reusing the finished row") == 5
     rows = json.loads((tmp_path / "results" / "recipes_quick.json").read_text())["rows"]
-    expected = {f"{recipe}_{layers}l" for recipe in ("no_kd", "kd", "distilbert", "tinybert", "minilm") for layers in (2, 3)}
+    expected = {f"{recipe}_{layers}l" for recipe in ("no_kd", "kd", "distilbert", "tinybert", "minilm", "pkd", "theseus")
+                for layers in (2, 3)}
     assert {row["id"] for row in rows} == {"teacher"} | expected
     assert {row["runtime"] for row in rows} == {"PyTorch fp32"}  # onnx_variants: [] exports nothing
     by_id = {row["id"]: row for row in rows}
@@ -181,10 +182,26 @@ def test_recipes_quick_mode_trains_every_recipe_and_reuses_the_sst2_rows(tiny_be
     assert "| model | accuracy | vs_baseline | p_value | wins_losses |" in table and "runtime" not in table.splitlines()[2]
 
 
+def test_the_layerdrop_benchmark_cuts_both_teachers_to_every_depth(tiny_benchmark, tmp_path):
+    done = benchmark(*tiny_benchmark, "rate=0.3", module="benchmarks.layerdrop")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "layerdrop_quick.json").read_text())
+    assert [row["layers"] for row in result["rows"]] == [1, 2, 3, 4] and result["rate"] == 0.3
+    assert set(result["variants"]) == {"plain", "layerdrop"}
+    assert all(0.0 <= row[name] <= 1.0 for row in result["rows"] for name in ("plain", "layerdrop"))
+    assert result["rows"][-1]["speedup"] == 1.0 and all(row["latency_ms"] > 0 for row in result["rows"])
+    for row in result["rows"]:  # the gap column is the difference of the two accuracy columns
+        assert row["layerdrop_vs_plain"].startswith(f"{100 * (row['layerdrop'] - row['plain']):+.1f} [")
+    teachers = [path for path in (tmp_path / "work" / "layerdrop-teachers").iterdir() if path.is_dir()]
+    assert len(teachers) == 2  # the two fine-tunes differ (finetune.train.layerdrop keys the teacher cache)
+    assert (tmp_path / "results" / "layerdrop_quick.png").stat().st_size > 10_000
+    assert "| layers | plain | layerdrop | layerdrop_vs_plain |" in (tmp_path / "results" / "layerdrop_quick.md").read_text()
+
+
 def test_results_live_in_one_folder_per_tool_and_the_readme_links_resolve():
     results = ROOT / "benchmarks" / "results"
     assert sorted(path.name for path in results.iterdir() if not path.is_dir()) == []  # nothing loose at the top
-    for name in ("sst2", "recipes", "conll"):
+    for name in ("sst2", "recipes", "conll", "layerdrop"):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             assert compose(config_name=name).results_dir == f"benchmarks/results/{name}"
     linked = set(re.findall(r"benchmarks/results/[\w./-]+\.(?:md|json|png)", (ROOT / "README.md").read_text()))

@@ -115,3 +115,12 @@ def test_layer_wise_terms_are_refused_beside_replacement():
     with pytest.raises(AlembertError, match="cannot use layer-wise terms") as err:
         check_recipe(RecipeConfig(stages=(stage,)))
     assert "\n" not in str(err.value)
+
+
+def test_a_narrower_student_is_refused_in_one_line(tiny_dir):
+    teacher = load_classifier(str(tiny_dir("bert", 4)))[0]
+    narrow = build_student(teacher, StudentConfig(num_layers=2, init="random", hidden_size=16, num_heads=4))
+    with pytest.raises(AlembertError, match="needs the teacher's hidden size") as err:
+        with replacing(narrow, teacher, ReplacementConfig(), seed=0):
+            pass
+    assert "\n" not in str(err.value)

@@ -139,6 +139,11 @@ def plot(rows: list[dict], path: Path, layout: Layout) -> None:
     axes.set_ylabel(f"{dataset} {layout.label}")
     axes.set_title(f"{dataset}: {layout.label} against latency (o PyTorch, ^ ONNX fp32, s ONNX int8)", fontsize=10)
     axes.legend(loc="lower right")
+    save_figure(figure, path)
+
+
+def save_figure(figure, path: Path) -> None:
+    """Write `figure` as a PNG at `path` through a temporary file, so a killed run leaves no half-written image."""
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:

@@ -44,6 +44,10 @@ class PairedDifference:
         """e.g. '+1.5 [-0.2, +3.2]', in points of the metric (accuracy or F1 times 100)."""
         return f"{100 * self.delta:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
 
+    def p_text(self) -> str:
+        """The p-value to three decimals, or "<0.001"."""
+        return f"{self.p_value:.3f}" if self.p_value >= 0.001 else "<0.001"
+
 
 def paired_difference(counts_a, counts_b, score: Score = accuracy, *, resamples: int = 2000, seed: int = 0) -> PairedDifference:
     """`counts_*`: per-example counts [examples, k] whose sums `score` turns into the metric, or per-example
@@ -102,6 +106,5 @@ def compare_to_baselines(records: list[dict], baselines: dict[str, str], data, e
     for row_id, baseline in baselines.items():
         difference = paired_difference(example_counts(by_id[row_id], data, eval_loader),
                                        example_counts(by_id[baseline], data, eval_loader), data.task.score_counts)
-        p_value = f"{difference.p_value:.3f}" if difference.p_value >= 0.001 else "<0.001"
-        by_id[row_id].update(vs_baseline=difference.summary(), p_value=p_value,
+        by_id[row_id].update(vs_baseline=difference.summary(), p_value=difference.p_text(),
                              wins_losses=f"{difference.only_a}/{difference.only_b}")
