@@ -88,8 +88,7 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
     device = next(model.parameters()).device
     if teacher is not None:
         teacher.to(device)  # beside the student, so a GPU student also gets a GPU teacher (and cache pass)
-    if teacher is not None and config.cache_teacher and not (objective.needs_hidden or objective.needs_attentions
-                                                             or objective.needs_values):
+    if teacher is not None and config.cache_teacher and not objective.reads_layers:
         teacher = CachedTeacher.build(teacher, train, device).to(device)
     run = _prepare(model, train, dev, objective, teacher, config, extra_modules, desc, checkpoint_dir, log_dir)
     run.on_evaluate = on_evaluate

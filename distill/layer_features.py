@@ -37,14 +37,14 @@ def layer_map(kind: str, student_layers: int, teacher_layers: int, explicit: Seq
                        f"{teacher_layers} layers", f"pick k between 1 and {min(student_layers, teacher_layers)}")
         pairs = tuple((student_layers - k + i, teacher_layers - k + i) for i in range(1, k + 1))
     else:
-        pairs = _explicitmapped_pairs(explicit)
+        pairs = _explicit_pairs(explicit)
     for student, teacher in pairs:
         _check_layer(student, student_layers, "student")
         _check_layer(teacher, teacher_layers, "teacher")
     return pairs
 
 
-def _explicitmapped_pairs(explicit: Sequence | None) -> tuple[tuple[int, int], ...]:
+def _explicit_pairs(explicit: Sequence | None) -> tuple[tuple[int, int], ...]:
     if explicit is None or isinstance(explicit, str) or len(explicit) == 0:
         raise fail(f"explicit layer mapping needs a non-empty list of layers, got {explicit!r}",
                    "give teacher layers per student layer, e.g. [4, 8, 12], or pairs, e.g. [[3, 12]]")
@@ -86,6 +86,10 @@ def token_mask(student: Features, teacher: Features, mask: Tensor | None) -> Ten
     return mask.to(student.logits.dtype)
 
 
+def same_shape(student: Tensor, teacher: Tensor, what: str, fix: str) -> None:
+    if student.shape != teacher.shape:
+        raise fail(f"student {what} {tuple(student.shape)} and teacher {what} {tuple(teacher.shape)} differ", fix)
+
 
 class HiddenProjection(nn.Module):
     """TinyBERT's learnable student->teacher hidden projection W_h, kept outside the student.
@@ -117,9 +121,5 @@ def project_hidden(hidden: Tensor, layer: int, target: Tensor, projection: Hidde
     elif hidden.shape[-1] != target.shape[-1]:
         raise fail(f"'{term}': student hidden size {hidden.shape[-1]} differs from the teacher's {target.shape[-1]}",
                    f"pass projection=HiddenProjection({hidden.shape[-1]}, {target.shape[-1]}, n_student_layers)")
-    if hidden.shape != target.shape:
-        raise fail(f"student hidden states {tuple(hidden.shape)} and teacher hidden states {tuple(target.shape)} differ",
-                   "student and teacher must see the same batch (same tokens)")
+    same_shape(hidden, target, "hidden states", "student and teacher must see the same batch (same tokens)")
     return hidden
-
-

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from alembert.errors import fail
 from alembert.families import layer_list, replace_layer_list
 
+
 class SteppedLayers(nn.ModuleList):
     """A layer list told the training step before each forward; subclasses draw their structure from it.
 
@@ -31,10 +32,11 @@ class SteppedLayers(nn.ModuleList):
 
     def __init__(self, modules=(), *, seed: int = 0):
         super().__init__(modules)
-        self.seed, self.step, self.progress = seed, 0, 0.0
+        self.seed, self.step = seed, 0
 
     def at_step(self, step: int, progress: float) -> None:
-        self.step, self.progress = step, progress
+        """Called before each training forward; `progress` (0..1 over the stage) is for subclasses with schedules."""
+        self.step = step
 
     def uniforms(self, count: int) -> Tensor:
         """`count` draws in [0, 1) for the current step, from (seed, step) alone."""
@@ -77,7 +79,7 @@ def check_rate(rate: float) -> None:
 
 def check_layerdrop(objective) -> None:
     """Layer-wise terms compare fixed layer pairs, and LayerDrop skips layers: the two are refused together."""
-    if objective.needs_hidden or objective.needs_attentions or objective.needs_values:
+    if objective.reads_layers:
         raise fail("train.layerdrop is set, but this stage has layer-wise terms, whose layer pairs LayerDrop would skip",
                    "use LayerDrop with logit-level terms (hard, kd, logit_mse), or set train.layerdrop=null")
 

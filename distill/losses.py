@@ -121,6 +121,11 @@ class Objective:
     def needs_values(self) -> bool:
         return any(s.needs_values for s in self.specs)
 
+    @property
+    def reads_layers(self) -> bool:
+        """True when a term reads per-layer features (hidden states, attention maps, values), not just logits."""
+        return self.needs_hidden or self.needs_attentions or self.needs_values
+
     def __call__(self, student: Features, teacher: Features | None, progress: float = 0.0) -> tuple[Tensor, dict[str, float]]:
         """The weighted total and each term's unweighted value; `progress` in [0, 1] drives schedules."""
         total = torch.zeros((), device=student.logits.device)

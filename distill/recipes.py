@@ -86,11 +86,6 @@ def check_recipe(recipe: RecipeConfig, *, layerdrop: float | None = None) -> Non
     """Every term known, every parameter and schedule one its term takes, no layer-wise term beside module replacement
     or LayerDrop: one line before any model loads."""
     for stage in recipe.stages:
-        objective = Objective(tuple(Term(t.name, t.weight) for t in stage.terms))
-        if stage.replacement is not None:
-            check_objective(objective)
-        if layerdrop is not None:
-            check_layerdrop(objective)
         for term in stage.terms:
             allowed = term_parameters(term.name)
             unknown = sorted(set(term.params) - allowed) + sorted(set(term.schedules) - allowed - {"weight"})
@@ -98,6 +93,11 @@ def check_recipe(recipe: RecipeConfig, *, layerdrop: float | None = None) -> Non
                 raise fail(f"recipe stage '{stage.name}': the {term.name} term has no parameter {', '.join(unknown)}",
                            f"its parameters are: {', '.join(sorted(allowed)) or '(none)'}; schedules may also name weight")
             _schedules(term.schedules, f"{stage.name}.{term.name}.schedules.")
+        objective = Objective(tuple(Term(t.name, t.weight) for t in stage.terms))  # every name is known by now
+        if stage.replacement is not None:
+            check_objective(objective)
+        if layerdrop is not None:
+            check_layerdrop(objective)
 
 
 def _schedules(raw: dict, path: str = "schedules.") -> tuple[tuple[str, Schedule], ...]:

@@ -99,7 +99,7 @@ def block_sizes(replacement: ReplacementConfig, student_layers: int, teacher_lay
 
 def check_objective(objective) -> None:
     """Layer-wise terms compare fixed layer pairs; with predecessors running, the student's layers are not fixed."""
-    if objective.needs_hidden or objective.needs_attentions or objective.needs_values:
+    if objective.reads_layers:
         names = ", ".join(term.name for term in objective.terms)
         raise fail(f"a stage with module replacement cannot use layer-wise terms (its terms: {names})",
                    "use the task loss (hard), optionally with kd, in the replacement stage")

@@ -4,6 +4,7 @@ the LayerDrop paper keeps layers, and the cut model reloads."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def patterns_in_a_process(rank: int, global_seed: int) -> str:
 def test_the_drop_pattern_is_the_same_in_every_process_and_follows_the_seed():
     first, second = patterns_in_a_process(0, 1), patterns_in_a_process(1, 2)
     assert first == second  # another rank, another global seed, another hash seed: the same layers dropped
-    patterns = eval(first)
+    patterns = ast.literal_eval(first)
     assert len({tuple(p) for p in patterns}) > 10  # the pattern changes from step to step
     dropped = sum(6 - len(p) for p in patterns) / (6 * len(patterns))
     assert 0.15 < dropped < 0.45

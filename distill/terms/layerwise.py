@@ -21,11 +21,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from alembert.errors import fail
 from distill.layer_features import (LAYER_KINDS, HiddenProjection, layer_map, mapped_pairs,  # noqa: F401  (API)
-                                    project_hidden, require_feature, token_mask)
+                                    project_hidden, require_feature, same_shape, token_mask)
 from distill.losses import register, task_rows
 from distill.models import Features, split_heads  # noqa: F401  split_heads is part of this module's API
 
@@ -33,11 +33,6 @@ from distill.models import Features, split_heads  # noqa: F401  split_heads is p
 PROB_FLOOR = 1e-12
 # "log_probs" attention MSE: floor well above PROB_FLOOR, so near-zero entries cannot dominate the squared error.
 LOG_PROB_FLOOR = 1e-6
-
-
-def _same_shape(student: Tensor, teacher: Tensor, what: str, fix: str) -> None:
-    if student.shape != teacher.shape:
-        raise fail(f"student {what} {tuple(student.shape)} and teacher {what} {tuple(teacher.shape)} differ", fix)
 
 
 def _masked_token_mean(per_token: Tensor, mask: Tensor) -> Tensor:
@@ -75,7 +70,7 @@ def distilbert_cosine_loss(student: Features, teacher: Features, *, mask: Tensor
     t_hidden = require_feature(teacher, "hidden_states", "distilbert_cos", "teacher")
     losses = []
     for s, t in mapped_pairs(layers, k, len(s_hidden) - 1, len(t_hidden) - 1):
-        _same_shape(s_hidden[s], t_hidden[t], "hidden states", "the cosine loss needs equal hidden sizes: "
+        same_shape(s_hidden[s], t_hidden[t], "hidden states", "the cosine loss needs equal hidden sizes: "
                     "use tinybert_hidden with a HiddenProjection for a narrower student")
         cosine = F.cosine_similarity(s_hidden[s], t_hidden[t], dim=-1)
         losses.append(_masked_token_mean(1 - cosine, mask))
@@ -131,7 +126,7 @@ def tinybert_attention_loss(student: Features, teacher: Features, *, mask: Tenso
     losses = []
     for s, t in mapped_pairs(layers, k, len(s_maps), len(t_maps)):
         s_map, t_map = s_maps[s - 1], t_maps[t - 1]
-        _same_shape(s_map, t_map, f"attention maps (layers {s}/{t})", "attention MSE needs the same number of heads "
+        same_shape(s_map, t_map, f"attention maps (layers {s}/{t})", "attention MSE needs the same number of heads "
                     "(no projection exists for attention maps): use minilm_value with relation_heads instead")
         if space == "log_probs":
             s_map, t_map = s_map.clamp_min(LOG_PROB_FLOOR).log(), t_map.clamp_min(LOG_PROB_FLOOR).log()
@@ -167,7 +162,7 @@ def minilm_attention_loss(student: Features, teacher: Features, *, mask: Tensor 
     t_maps = require_feature(teacher, "attentions", "minilm_attention", "teacher")
     losses = []
     for s, t in mapped_pairs(layers, k, len(s_maps), len(t_maps)):
-        _same_shape(s_maps[s - 1], t_maps[t - 1], f"attention maps (layers {s}/{t})",
+        same_shape(s_maps[s - 1], t_maps[t - 1], f"attention maps (layers {s}/{t})",
                     "attention-distribution KL needs the same number of heads: drop minilm_attention and use "
                     "minilm_value with relation_heads=R")
         losses.append(_kl_rows(t_maps[t - 1], s_maps[s - 1], mask))
@@ -211,7 +206,7 @@ def minilm_value_loss(student: Features, teacher: Features, *, mask: Tensor | No
                        "set relation_heads=R with R dividing both hidden sizes (MiniLM-v2 relation heads)")
         s_relation = value_relation(s_values[s - 1], mask, relation_heads)
         t_relation = value_relation(t_values[t - 1], mask, relation_heads)
-        _same_shape(s_relation, t_relation, "value relations", "student and teacher must see the same batch")
+        same_shape(s_relation, t_relation, "value relations", "student and teacher must see the same batch")
         losses.append(_kl_rows(t_relation, s_relation, mask))
     return torch.stack(losses).mean()
 
