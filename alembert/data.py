@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from alembert.batching import LengthSortedSampler, row_lengths
 from alembert.demo import DemoConfig
 from alembert.config import bounded, one_of
 from alembert.errors import fail
@@ -253,9 +254,14 @@ def make_collate(pad_token_id: int, task: Task):
 
 def loader(rows: list[dict], tokenizer, *, batch_size: int, task: Task, shuffle: bool = False,
            seed: int = 0) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=make_collate(tokenizer.pad_token_id or 0, task))
+    """Random batches for training (the engine re-orders them by length, see alembert.batching); otherwise rows
+    shortest first, so each batch pads little (alembert.evaluate returns results in the rows' order)."""
+    collate = make_collate(tokenizer.pad_token_id or 0, task)
+    lengths = None if shuffle else row_lengths(rows)
+    if lengths is not None:
+        return DataLoader(rows, batch_size=batch_size, sampler=LengthSortedSampler(lengths), collate_fn=collate)
+    return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
+                      collate_fn=collate)
 
 
 __all__ = ["DataConfig", "Example", "TaskData", "encode", "load_task", "loader", "read_table"]

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from alembert.batching import in_dataset_order
 from alembert.tasks import task_of
 from alembert.modeldir import MODEL_INPUTS
 from alembert.tagging import IGNORED
@@ -31,7 +32,8 @@ def predict_logits(model: nn.Module, data: DataLoader) -> tuple[torch.Tensor, to
         labels.append(batch["labels"])
     model.train(was_training)
     # batches of a token task differ in width: the task pads them to one
-    return task.gather(logits, 0.0), task.gather(labels, IGNORED)
+    logits, labels = task.gather(logits, 0.0), task.gather(labels, IGNORED)
+    return in_dataset_order(logits, data.sampler), in_dataset_order(labels, data.sampler)
 
 
 def label_names_of(config) -> tuple[str, ...] | None:

@@ -34,6 +34,9 @@ class TrainConfig:
     # LayerDrop (Fan et al. 2019): skip each layer with this probability at each training step, so that the model can
     # later be cut to any depth (compress drop_layers strategy=depth) without retraining; null: off
     layerdrop: float | None = bounded(None, low=0.0, high=0.99)
+    # length-bucketed batches: shuffle, sort by length within buckets of this many global batches, shuffle the
+    # batches; far less padding on short-sentence data (alembert.batching); null: plain random batches
+    bucket_batches: int | None = bounded(50, low=1)
     patience: int | None = bounded(None, low=1)  # stop after this many evaluations without a better dev metric
     eval_every: int | None = bounded(None, low=1)  # evaluate every N optimizer steps; None: at the end of each epoch
     checkpoint_every: int | None = bounded(None, low=1)  # write a resumable checkpoint every N optimizer steps; None: none

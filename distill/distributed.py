@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
 
+from alembert.batching import bucketed_order, row_lengths
 from alembert.errors import fail
 
 
@@ -43,26 +44,44 @@ def init_from_env() -> None:
 
 
 class ShardedSampler(DistributedSampler):
-    """DistributedSampler that can start its next epoch part-way through (for resume) without loading the skipped rows."""
+    """DistributedSampler that can start its next epoch part-way through (for resume) without loading the skipped
+    rows, and, given row lengths, orders each epoch by length buckets (alembert.batching) at the global batch size:
+    rank r reads every W-th row of one global order, so each rank's batch k is its share of global batch k."""
 
     skip = 0
 
+    def __init__(self, dataset, *, batch_size: int, lengths: list[int] | None = None, bucket_batches: int | None = None,
+                 **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.global_batch = batch_size * self.num_replicas
+        self.lengths, self.bucket_batches = lengths, bucket_batches
+
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
+        indices = self._bucketed() if self.shuffle and self.lengths and self.bucket_batches else list(super().__iter__())
         skip, self.skip = self.skip, 0
         return iter(indices[skip:])
 
+    def _bucketed(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = bucketed_order(self.lengths, self.global_batch, self.bucket_batches, generator)
+        while len(order) < self.total_size:  # as DistributedSampler pads: repeat rows so every rank has as many
+            order += order[: self.total_size - len(order)]
+        return order[self.rank:self.total_size:self.num_replicas]
 
-def shard_loader(train: DataLoader, seed: int) -> DataLoader:
+
+def shard_loader(train: DataLoader, seed: int, bucket_batches: int | None = None) -> DataLoader:
     """The same rows, batch size and collate function, ordered by a per-epoch, per-rank sampler.
 
-    Global batch = per-rank batch_size * world size. An iterable (streamed) dataset shards itself.
+    Global batch = per-rank batch_size * world size. An iterable (streamed) dataset shards itself (and is not
+    bucketed: a stream cannot be sorted ahead). `bucket_batches`: see alembert.batching; None: random batches.
     """
     if isinstance(train.dataset, IterableDataset):
         return train
     rank, size = world()
+    lengths = row_lengths(train.dataset) if bucket_batches else None
     sampler = ShardedSampler(train.dataset, num_replicas=size, rank=rank, seed=seed,
-                             shuffle=isinstance(train.sampler, RandomSampler), drop_last=False)
+                             shuffle=isinstance(train.sampler, RandomSampler), drop_last=False,
+                             batch_size=train.batch_size, lengths=lengths, bucket_batches=bucket_batches)
     # A generator of its own: iterating a DataLoader without one draws from the global RNG (dropout's), and
     # a resumed run must see the same global RNG stream as an uninterrupted one.
     return DataLoader(train.dataset, batch_size=train.batch_size, sampler=sampler, collate_fn=train.collate_fn,

@@ -36,7 +36,7 @@ from alembert.training import TrainConfig
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Settings a checkpoint must share with the run that resumes it (cache_teacher, patience etc. may change).
 RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed", "grad_accum",
-               "precision", "eval_every", "layerdrop")
+               "precision", "eval_every", "layerdrop", "bucket_batches")
 
 __all__ = ["History", "TrainConfig", "evaluate", "fit", "predict_logits", "seed_everything"]
 
@@ -136,7 +136,7 @@ def _validate(train, objective, teacher, config, checkpoint_dir, log_dir) -> Non
 
 def _prepare(model, train, dev, objective, teacher, config, extra_modules, desc, checkpoint_dir, log_dir) -> _Run:
     device = next(model.parameters()).device
-    train = distributed.shard_loader(train, config.seed)
+    train = distributed.shard_loader(train, config.seed, config.bucket_batches)
     batches = distributed.agree_min(len(train))
     seed_everything(config.seed)
     modules = (model, *extra_modules)

@@ -40,7 +40,7 @@ from alembert.report import latency_ms, save_table, size_on_disk_mb
 FINETUNE_MODES = ("auto", "always", "never")
 # The training settings that change the fine-tuned weights; engine options such as caching or logging do not.
 FINETUNE_KEY_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed", "grad_accum",
-                       "precision", "attention_dropout", "layerdrop")
+                       "precision", "attention_dropout", "layerdrop", "bucket_batches")
 HARD_LABELS = StageConfig(name="hard labels", terms=(TermConfig("hard", 1.0),))
 EvalCallback = Callable[[int, dict[str, float]], None]  # (step, dev metrics) after each evaluation
 SIZE_COLUMNS = ["params", "non_embedding_params", "size_mb", "latency_ms", "train_s"]

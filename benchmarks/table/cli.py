@@ -39,7 +39,8 @@ def compose_rows(bench: BenchConfig, compose: Compose) -> list[Row]:
     for spec in bench.rows:
         overrides = (*shared, *spec.overrides, *bench.overrides)  # the user's last, so they win
         raw = compose(list(overrides))
-        identity = json.dumps([spec.kind, list(overrides), keys.get(spec.parent)])
+        # the resolved settings, not only the overrides: a row whose defaults changed (say bucketing) is trained anew
+        identity = json.dumps([spec.kind, raw, keys.get(spec.parent)], sort_keys=True, default=str)
         keys[spec.id] = hashlib.sha256(identity.encode()).hexdigest()[:12]
         rows.append(Row(spec, from_dict(RunConfig, raw), overrides, keys[spec.id]))
     return rows

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from compress.saving import load_compressed
@@ -65,8 +66,10 @@ class EvalSet:
 
 
 def eval_set(loader, task: Task, label_names: tuple[str, ...] | None) -> EvalSet:
+    # in the rows' order (not the loader's shortest-first), so per-example counts pair with alembert.evaluate's
+    in_order = DataLoader(loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn)
     batches = tuple(MetricBatch({name: batch[name].numpy() for name in INPUTS if name in batch}, batch["labels"])
-                    for batch in loader)
+                    for batch in in_order)
     return EvalSet(batches, task, label_names, tuple(loader.dataset))
 
 
