@@ -55,8 +55,9 @@ def _free_port() -> int:
 
 
 # With LayerDrop the ranks match one process only if every rank skips the layers the one process skips at each step.
-# (Two layers accumulate more float reordering from the split batch than one: hence the wider tolerance there.)
-@pytest.mark.parametrize("layers, layerdrop, tolerance", [(1, None, 1e-4), (2, 0.5, 1e-3)])
+# (Two layers accumulate more float reordering from the split batch than one, and with length buckets each rank pads
+# its share to its own longest row: hence the wider tolerance there.)
+@pytest.mark.parametrize("layers, layerdrop, tolerance", [(1, None, 1e-4), (2, 0.5, 3e-3)])
 def test_two_processes_match_one_at_the_same_global_batch(tiny_dir, tmp_path, capsys, layers, layerdrop, tolerance):
     student = str(tiny_dir("bert", layers))
     port = _free_port()
