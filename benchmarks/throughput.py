@@ -12,20 +12,20 @@ medians are the figures:
 - `kd` (logit cache on, its one teacher pass included) and TinyBERT's intermediate terms (the teacher runs every
   step) against hard labels, all bucketed.
 
-The teacher's head is untrained (timings do not depend on what a model knows). The CPU's flags are recorded.
+The teacher's head is untrained (timings do not depend on what a model knows). The CPU's model and flags are recorded.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.table.report import machine
 from alembert.data import DataConfig, encode, load_task, loader
 from alembert.errors import atomic_write_text, fail, run_cli
 from alembert.modeldir import load_classifier, load_tokenizer, resolve_source
@@ -34,7 +34,6 @@ from distill.engine import fit, seed_everything
 from distill.losses import Objective, Term
 from distill.models import StudentConfig, Teacher, build_student
 
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 OBJECTIVES = {
     "hard": Objective((Term("hard", 1.0),)),
     "kd": Objective((Term("hard", 0.5), Term("kd", 0.5, (("temperature", 4.0),)))),
@@ -44,14 +43,6 @@ OBJECTIVES = {
 # (name, objective, bucket_batches): the rows the figures compare
 VARIANTS = (("hard, random batches", "hard", None), ("hard, bucketed", "hard", 50),
             ("kd, bucketed", "kd", 50), ("tinybert intermediate, bucketed", "tinybert", 50))
-
-
-def cpu_flags() -> list[str]:
-    try:
-        words = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return [flag for flag in FLAGS if flag in words]
 
 
 def build(args):
@@ -101,8 +92,8 @@ def main() -> None:
             times[name].append(one_fit(args, tokenizer, task, rows, teacher, objective, buckets))
     epoch_s = {name: statistics.median(values) for name, values in times.items()}
     hard = epoch_s["hard, bucketed"]
-    figures = {"settings": {k: str(v) for k, v in vars(args).items()}, "cpu": platform.processor() or platform.machine(),
-               "cpu_flags": cpu_flags(), "epoch_s": epoch_s, "all_epoch_s": times,
+    figures = {"settings": {k: str(v) for k, v in vars(args).items()}, "machine": machine(),
+               "epoch_s": epoch_s, "all_epoch_s": times,
                "bucketed_over_random": hard / epoch_s["hard, random batches"],
                "kd_over_hard": epoch_s["kd, bucketed"] / hard,
                "tinybert_over_kd": epoch_s["tinybert intermediate, bucketed"] / epoch_s["kd, bucketed"]}

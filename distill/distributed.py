@@ -50,14 +50,14 @@ class ShardedSampler(DistributedSampler):
 
     skip = 0
 
-    def __init__(self, dataset, *, batch_size: int, lengths: list[int] | None = None, bucket_batches: int | None = None,
-                 **kwargs):
+    def __init__(self, dataset, *, batch_size: int, bucket_batches: int | None = None, **kwargs):
         super().__init__(dataset, **kwargs)
         self.global_batch = batch_size * self.num_replicas
-        self.lengths, self.bucket_batches = lengths, bucket_batches
+        self.lengths = row_lengths(dataset) if bucket_batches and self.shuffle else None
+        self.bucket_batches = bucket_batches
 
     def __iter__(self) -> Iterator[int]:
-        indices = self._bucketed() if self.shuffle and self.lengths and self.bucket_batches else list(super().__iter__())
+        indices = self._bucketed() if self.lengths else list(super().__iter__())
         skip, self.skip = self.skip, 0
         return iter(indices[skip:])
 
@@ -78,10 +78,9 @@ def shard_loader(train: DataLoader, seed: int, bucket_batches: int | None = None
     if isinstance(train.dataset, IterableDataset):
         return train
     rank, size = world()
-    lengths = row_lengths(train.dataset) if bucket_batches else None
     sampler = ShardedSampler(train.dataset, num_replicas=size, rank=rank, seed=seed,
                              shuffle=isinstance(train.sampler, RandomSampler), drop_last=False,
-                             batch_size=train.batch_size, lengths=lengths, bucket_batches=bucket_batches)
+                             batch_size=train.batch_size, bucket_batches=bucket_batches)
     # A generator of its own: iterating a DataLoader without one draws from the global RNG (dropout's), and
     # a resumed run must see the same global RNG stream as an uninterrupted one.
     return DataLoader(train.dataset, batch_size=train.batch_size, sampler=sampler, collate_fn=train.collate_fn,

@@ -73,7 +73,7 @@ def secondary_metrics(entry: dict) -> dict:
     return {name: round(value, 4) for name, value in (entry.get("metrics") or {}).items() if isinstance(value, float)}
 
 
-SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8")  # what int8 and bf16 speed depend on
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")  # what int8 and bf16 speed depend on
 
 
 def machine() -> str:
