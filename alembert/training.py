@@ -25,7 +25,12 @@ class TrainConfig:
     warmup_ratio: float = bounded(0.1, low=0.0, high=1.0)
     max_grad_norm: float = bounded(1.0, above=0.0)
     seed: int = bounded(42, low=0)
-    cache_teacher: bool = True  # compute teacher logits once and reuse them every epoch
+    # compute what the objective reads from the teacher once (logits, and the layers' features that layer-wise terms
+    # read, in fp16) and reuse it every epoch (distill.teacher_cache)
+    cache_teacher: bool = True
+    cache_memory_gb: float = bounded(4.0, low=0.0)  # cached layer features up to this size stay in memory,
+    cache_disk_gb: float = bounded(32.0, low=0.0)  # up to this size they are memory-mapped; beyond, the teacher runs
+    cache_dir: str | None = None  # where the memory-mapped file goes; None: the system's temporary directory
     grad_accum: int = bounded(1, low=1)  # optimizer step every N batches: an effective batch of batch_size * grad_accum
     precision: str = one_of("fp32", ("fp32", "bf16", "fp16"))  # bf16: autocast, fp32 weights; fp16: CUDA only, grad scaler
     # false: train without attention-probability dropout, so SDPA runs its fused kernel instead of materialising and

@@ -28,7 +28,8 @@ from distill.layerdrop import advance, check_layerdrop, layer_drop
 from alembert.errors import fail
 from distill.losses import Objective
 from alembert.tasks import task_of
-from distill.models import CachedTeacher, Teacher, disable_attention_dropout, forward_features
+from distill.models import Teacher, disable_attention_dropout, forward_features
+from distill.teacher_cache import CacheBudget, CachedTeacher, cache_teacher
 from alembert.evaluate import evaluate, predict_logits, to_device
 from alembert.training import TrainConfig
 
@@ -88,8 +89,10 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
     device = next(model.parameters()).device
     if teacher is not None:
         teacher.to(device)  # beside the student, so a GPU student also gets a GPU teacher (and cache pass)
-    if teacher is not None and config.cache_teacher and not objective.reads_layers:
-        teacher = CachedTeacher.build(teacher, train, device).to(device)
+    if teacher is not None and config.cache_teacher:
+        reads = objective.teacher_reads(model.config.num_hidden_layers, teacher.model.config.num_hidden_layers)
+        teacher = cache_teacher(teacher, train, device, reads, CacheBudget.of(config),
+                                batch_size=config.eval_batch_size, say=_say)
     run = _prepare(model, train, dev, objective, teacher, config, extra_modules, desc, checkpoint_dir, log_dir)
     run.on_evaluate = on_evaluate
     state = LoopState()

@@ -6,7 +6,8 @@ them in turn, and a term module importing another term module would import it ha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
@@ -67,6 +68,19 @@ def mapped_pairs(layers: str | Sequence, k: int, n_student: int, n_teacher: int)
         return layer_map(layers, n_student, n_teacher, k=k)
     return layer_map("explicit", n_student, n_teacher, explicit=layers)
 
+
+
+def mapped_teacher_layers(term: Callable, params: dict, n_student: int, n_teacher: int) -> frozenset[int]:
+    """The teacher layers a term over `mapped_pairs` reads, from its `layers`/`k` parameters or their defaults
+    (so the teacher cache keeps only those layers' features)."""
+    defaults = {name: parameter.default for name, parameter in inspect.signature(term).parameters.items()}
+    layers, k = params.get("layers", defaults["layers"]), params.get("k", defaults.get("k", 1))
+    return frozenset(teacher for _, teacher in mapped_pairs(layers, k, n_student, n_teacher))
+
+
+def embedding_output(term: Callable, params: dict, n_student: int, n_teacher: int) -> frozenset[int]:
+    """A term that reads the embedding output only (layer 0)."""
+    return frozenset({0})
 
 # ---------------------------------------------------------------- shared checks and masked means
 

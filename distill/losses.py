@@ -17,7 +17,7 @@ from alembert.errors import fail
 from alembert.registry import Registry
 from alembert.tasks.base import soft_targets  # noqa: F401  (the KL the terms share, defined once in the base)
 from alembert.training import KDConfig
-from distill.models import Features
+from distill.models import LAYER_FIELDS, Features
 
 LossFn = Callable[..., Tensor]
 
@@ -34,6 +34,9 @@ class LossSpec:
     projected: bool = False  # compares hidden states through a learned projection when widths differ (TinyBERT)
     soft_target_temperature: float | None = None  # softens the teacher at this default temperature (a KD term)
     classifier_only: bool = False  # reads a sequence classifier's logits and task labels, which raw text has not
+    # (term, params, n_student, n_teacher) -> the teacher layers it reads (1-based, 0 = embedding output), so the
+    # teacher cache keeps only those; None: every layer
+    teacher_layers: Callable[[LossFn, dict, int, int], frozenset[int]] | None = None
 
 
 # Each module of distill/terms/ registers its terms on import; the registry imports them on first lookup.
@@ -125,6 +128,19 @@ class Objective:
     def reads_layers(self) -> bool:
         """True when a term reads per-layer features (hidden states, attention maps, values), not just logits."""
         return self.needs_hidden or self.needs_attentions or self.needs_values
+
+    def teacher_reads(self, n_student: int, n_teacher: int) -> dict[str, frozenset[int]]:
+        """For each per-layer Features field the terms read, the positions in its tuple they index (see LAYER_FIELDS)."""
+        reads: dict[str, set[int]] = {}
+        for term, spec in zip(self.terms, self.specs):
+            layers = (spec.teacher_layers(spec.fn, dict(term.params), n_student, n_teacher) if spec.teacher_layers
+                      else range(n_teacher + 1))
+            for field, needed in (("hidden_states", spec.needs_hidden), ("attentions", spec.needs_attentions),
+                                  ("values", spec.needs_values)):
+                if needed:
+                    offset = LAYER_FIELDS[field]
+                    reads.setdefault(field, set()).update(m - offset for m in layers if m >= offset)
+        return {field: frozenset(positions) for field, positions in reads.items()}
 
     def __call__(self, student: Features, teacher: Features | None, progress: float = 0.0) -> tuple[Tensor, dict[str, float]]:
         """The weighted total and each term's unweighted value; `progress` in [0, 1] drives schedules."""

@@ -44,6 +44,9 @@ class Features:
     task: Task | None = None  # how logit-level terms reduce these logits (alembert.tasks); set from the model's config
 
 
+# Per-layer Features fields -> the layer number at position 0 of the tuple (hidden_states[0] is the embedding output).
+LAYER_FIELDS = {"hidden_states": 0, "attentions": 1, "values": 1}
+
 @dataclass(frozen=True)
 class StudentConfig:
     """How to build a student: its size, and where its weights come from.
@@ -76,43 +79,6 @@ class Teacher:
     def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False,
                  values: bool = False) -> Features:
         return forward_features(self.model, batch, hidden=hidden, attentions=attentions, values=values)
-
-
-class CachedTeacher:
-    """Teacher logits computed once over a dataset and looked up by each row's "index".
-
-    Rows are stored ragged, one tensor per example without padding (the task trims them: one distribution per
-    sequence, or one per real token), and padded back to each batch's width on lookup.
-    Valid only when the transfer set does not change between epochs (no augmentation) and the
-    objective reads logits alone; then every epoch after the first costs no teacher forward.
-    """
-
-    def __init__(self, rows: list[Tensor | None], task: Task):
-        self.rows = rows
-        self.task = task
-
-    @classmethod
-    @torch.no_grad()
-    def build(cls, teacher: Teacher, data, device: torch.device) -> CachedTeacher:
-        """One teacher pass over `data`, with batches on `device` (the teacher's); the rows are kept on the CPU
-        until `to` moves them beside the student."""
-        task = task_of(teacher.model.config)
-        rows: dict[int, Tensor] = {}
-        for batch in data:
-            logits = teacher.features({key: value.to(device) for key, value in batch.items()}).logits.cpu()
-            rows.update(zip(batch["index"].tolist(), task.trim(logits, batch["attention_mask"])))
-        return cls([rows.get(i) for i in range(max(rows) + 1)], task)  # None: another rank's row
-
-    def to(self, device: torch.device) -> CachedTeacher:
-        self.rows = [None if row is None else row.to(device) for row in self.rows]
-        return self
-
-    def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False,
-                 values: bool = False) -> Features:
-        if hidden or attentions or values:
-            raise fail("the teacher-logit cache holds logits only", "disable the cache for objectives with hidden or attention terms")
-        logits = self.task.pad([self.rows[i] for i in batch["index"].tolist()], batch["input_ids"].shape[1])
-        return Features(logits=logits, attention_mask=batch["attention_mask"], labels=batch.get("labels"), task=self.task)
 
 
 def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool = False,

@@ -22,7 +22,8 @@ from alembert.tasks import task_named
 from alembert.training import TrainConfig
 from distill.engine import fit
 from distill.losses import Objective, Term
-from distill.models import CachedTeacher, StudentConfig, Teacher, build_student
+from distill.models import StudentConfig, Teacher, build_student
+from distill.teacher_cache import CachedTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ["data.demo.train_size=96", "data.demo.dev_size=24", "data.demo.test_size=24", "data.max_length=64",

@@ -15,7 +15,8 @@ from alembert.errors import AlembertError
 from alembert.tagging import IGNORED, read_conll, to_iob2, word_chunks
 from alembert.tasks import task_named, task_of
 from distill.losses import LOSSES
-from distill.models import CachedTeacher, Features, Teacher
+from distill.models import Features, Teacher
+from distill.teacher_cache import CachedTeacher
 from tests.conftest import tiny_tokenizer
 
 TAGS = ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from alembert.errors import fail
-from distill.layer_features import (LAYER_KINDS, HiddenProjection, layer_map, mapped_pairs,  # noqa: F401  (API)
-                                    project_hidden, require_feature, same_shape, token_mask)
+from distill.layer_features import (LAYER_KINDS, HiddenProjection, embedding_output, layer_map,  # noqa: F401  (API)
+                                    mapped_pairs, mapped_teacher_layers, project_hidden, require_feature, same_shape,
+                                    token_mask)
 from distill.losses import register, task_rows
 from distill.models import Features, split_heads  # noqa: F401  split_heads is part of this module's API
 
@@ -61,7 +62,7 @@ def _kl_rows(teacher_probs: Tensor, student_probs: Tensor, mask: Tensor) -> Tens
 
 # ---------------------------------------------------------------- DistilBERT
 
-@register("distilbert_cos", needs_hidden=True)
+@register("distilbert_cos", needs_hidden=True, teacher_layers=mapped_teacher_layers)
 def distilbert_cosine_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                            layers: str | Sequence = "last_k", k: int = 1) -> Tensor:
     """1 - cos(student_h, teacher_h) per real token, on the mapped layers (default: last <-> last)."""
@@ -85,7 +86,7 @@ def _masked_mse(student_h: Tensor, teacher_h: Tensor, mask: Tensor) -> Tensor:
     return _masked_token_mean(per_token, mask)
 
 
-@register("tinybert_embedding", needs_hidden=True, projected=True)
+@register("tinybert_embedding", needs_hidden=True, projected=True, teacher_layers=embedding_output)
 def tinybert_embedding_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                             projection: HiddenProjection | None = None) -> Tensor:
     """MSE between embedding outputs (hidden_states[0]), projected through slot 0 when sizes differ."""
@@ -95,7 +96,7 @@ def tinybert_embedding_loss(student: Features, teacher: Features, *, mask: Tenso
     return _masked_mse(project_hidden(s_embedding, 0, t_embedding, projection, "tinybert_embedding"), t_embedding, mask)
 
 
-@register("tinybert_hidden", needs_hidden=True, projected=True)
+@register("tinybert_hidden", needs_hidden=True, projected=True, teacher_layers=mapped_teacher_layers)
 def tinybert_hidden_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                          layers: str | Sequence = "uniform", k: int = 1,
                          projection: HiddenProjection | None = None) -> Tensor:
@@ -108,7 +109,7 @@ def tinybert_hidden_loss(student: Features, teacher: Features, *, mask: Tensor |
     return torch.stack(losses).mean()
 
 
-@register("tinybert_attention", needs_attentions=True)
+@register("tinybert_attention", needs_attentions=True, teacher_layers=mapped_teacher_layers)
 def tinybert_attention_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                             layers: str | Sequence = "uniform", k: int = 1, space: str = "probs") -> Tensor:
     """MSE between mapped attention maps over (real query, real key) entries, mean over heads and entries.
@@ -150,7 +151,7 @@ def tinybert_prediction_loss(student: Features, teacher: Features, *, mask: Tens
 
 # ---------------------------------------------------------------- MiniLM
 
-@register("minilm_attention", needs_attentions=True)
+@register("minilm_attention", needs_attentions=True, teacher_layers=mapped_teacher_layers)
 def minilm_attention_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                           layers: str | Sequence = "last_k", k: int = 1) -> Tensor:
     """KL(teacher || student) of self-attention distributions over real keys, mean over heads and real queries.
@@ -188,7 +189,7 @@ def value_relation(values: Tensor, mask: Tensor, relation_heads: int | None = No
     return scores.softmax(-1)
 
 
-@register("minilm_value", needs_values=True)
+@register("minilm_value", needs_values=True, teacher_layers=mapped_teacher_layers)
 def minilm_value_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                       layers: str | Sequence = "last_k", k: int = 1, relation_heads: int | None = None) -> Tensor:
     """KL(teacher VR || student VR) of value relations, mean over heads and real queries.

@@ -20,10 +20,11 @@ from torch import Tensor
 from alembert.errors import fail
 from distill.losses import register
 from distill.models import Features
-from distill.layer_features import HiddenProjection, mapped_pairs, project_hidden, require_feature, token_mask
+from distill.layer_features import (HiddenProjection, mapped_pairs, mapped_teacher_layers, project_hidden,
+                                    require_feature, token_mask)
 
 
-@register("pkd", needs_hidden=True, projected=True)
+@register("pkd", needs_hidden=True, projected=True, teacher_layers=mapped_teacher_layers)
 def patient_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
                  layers: str | Sequence = "uniform", k: int = 1, include_last: bool = False,
                  projection: HiddenProjection | None = None) -> Tensor:
