@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from alembert.errors import fail, run_cli
 from alembert.modeldir import load_model_dir
 from alembert.report import save_table
-from export.measure import ort_runner, random_feed, time_in_turns, torch_runner
+from export.measure import random_feed, time_in_turns, torch_runner
+from export.backends import BACKENDS
 from export.runtime import available_variants, load_session, read_manifest
 
 PYTORCH = "pytorch"
@@ -84,9 +85,40 @@ def load_runners(config: BenchConfig, manifest: dict) -> tuple[dict, dict[str, f
         paths[PYTORCH] = model_dir
     for name in names:
         path = config.bundle / manifest["variants"][name]["file"]
-        runners[name] = ort_runner(load_session(path, config.threads))  # one clear line for a missing or corrupt file
+        runners[name] = load_session(path, config.threads).run  # one clear line for a missing or corrupt file
         sizes[name], paths[name] = path.stat().st_size / 1e6, str(path)
+    for name, (runner, path) in other_runtimes(manifest, names, config).items():
+        runners[name], sizes[name], paths[name] = runner, path.stat().st_size / 1e6, str(path)
     return runners, sizes, paths
+
+
+def other_runtimes(manifest: dict, names: list[str], config: BenchConfig) -> dict:
+    """'VARIANT on RUNTIME[ HINT]' -> (runner, file) for the chosen variants every other installed runtime passed
+    the bundle's checks with (manifest "runtimes")."""
+    found = {}
+    for runtime, table in (manifest.get("runtimes") or {}).items():
+        if runtime not in BACKENDS or not BACKENDS[runtime].available():
+            continue
+        for key, entry in (table.get("variants") or {}).items():
+            variant = key.split("@")[0]
+            if variant in names and "latency_ms" in entry:
+                path = config.bundle / entry["file"]
+                hint = entry.get("precision_hint")
+                label = f"{variant} on {runtime}" + (f" {hint}" if hint not in (None, "f32") else "")
+                found[label] = (load_session(path, config.threads, runtime, hint).run, path)
+    return found
+
+
+def manifest_entry(manifest: dict, name: str) -> dict:
+    """The manifest's entry for a runner's name (a variant, PyTorch, or a variant on another runtime)."""
+    if name in manifest["variants"]:
+        return manifest["variants"][name]
+    if " on " in name:
+        variant, rest = name.split(" on ", 1)
+        runtime, _, hint = rest.partition(" ")
+        key = f"{variant}@{hint}" if hint else variant
+        return (manifest.get("runtimes", {}).get(runtime, {}).get("variants") or {}).get(key, {})
+    return manifest.get(PYTORCH, {})
 
 
 def peak_memory(kind: str, path: str, batch: int, seq: int, threads: int) -> float | None:
@@ -115,11 +147,12 @@ def bench(config: BenchConfig) -> tuple[list[dict], list[dict]]:
     summary = []
     for name in tqdm(runners, desc="peak memory" if config.memory else "summary", unit="model"):
         kind = PYTORCH if name == PYTORCH else "onnx"
-        entry = manifest["variants"].get(name, manifest.get(PYTORCH, {}))
+        entry = manifest_entry(manifest, name)
+        probed = config.memory and " on " not in name  # the memory probe loads onnxruntime or PyTorch only
         goal = next((r for r in rows if r["runtime"] == name and r["batch"] == 1 and r["seq"] == 64), {})
         summary.append({"runtime": name, "size_mb": sizes[name],
                         "peak_rss_mb": peak_memory(kind, paths[name], max(config.batches), max(config.seqs), config.threads)
-                        if config.memory else "",
+                        if probed else "",
                         "metric": entry.get("metric", ""), "p50_ms_b1_s64": goal.get("p50_ms", ""),
                         "speedup_b1_s64": goal.get("speedup_vs_pytorch", "")})
     return rows, summary

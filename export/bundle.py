@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
 import torch
 from tqdm.auto import tqdm
 
+from alembert import hardware
 from alembert.data import DataConfig
 from alembert.families import LAYER_PARTS, family, history
 from alembert.tasks.base import Task
@@ -27,25 +27,17 @@ from alembert.decoding import DECODERS
 from alembert.errors import AlembertError, atomic_dir, fail
 from alembert.modeldir import LABEL_FILE, load_model_dir, load_tokenizer, resolve_source
 from export import parity as checks
-from export.config import ExportConfig
+from export.config import ExportConfig, int8_reduce_range
 from export.feeds import TaskFeeds, load_task_feeds
-from export.measure import evaluate, ort_runner, ort_session, random_feed, time_runner, torch_runner
+from export.judge import Judge, check, int8_metric_drop, task_metric
+from export.other_runtimes import fastest_overall, runtime_table
+from export.measure import ort_runner, ort_session, random_feed, time_runner, torch_runner
 from export.onnx import EXPORTER, OUTPUT_NAME, attention_shapes, export_onnx, supported_length
 from export.variants import BASE, BASE_FILE, BuildContext, Candidate, resolve
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 TORCH_INT8_WEIGHTS = "model_int8.safetensors"  # compress.saving.INT8_WEIGHTS; export does not import compress
-
-
-@dataclass(frozen=True)
-class Judge:
-    """Everything a candidate is checked against: PyTorch's logits, the tolerances and, with data, the fp32 metric."""
-
-    parity: checks.ParitySet
-    config: ExportConfig
-    task: TaskFeeds | None
-    model_task: Task  # the model's own task, which bounds int8 when the config leaves it to the task
 
 
 def default_out(model_dir: str | Path) -> Path:
@@ -99,8 +91,9 @@ def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: s
             entries[variant.name] = accept(variant.name, variant.precision, candidates, judge, entries[BASE])
             accepted[variant.name] = work / variant.filename
         add_latency(entries, accepted, model, names, config)
+        runtimes = runtime_table(accepted, entries, judge, latency_feed(model, names, config), config)
         write_extras(work, model, tokenizer, source)
-        manifest = build_manifest(entries, names, model, config, judge, source)
+        manifest = build_manifest(entries, names, model, config, judge, source, runtimes)
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
@@ -154,49 +147,6 @@ def guarded(name: str, candidates: Iterator[Candidate]) -> Iterator[Candidate]:
                    f"leave '{name}' out of variants=[...] for this model; set ALEMBERT_DEBUG=1 for the traceback") from err
 
 
-def check(precision: str, candidate: Candidate, judge: Judge, base_entry: dict | None) -> tuple[dict, str | None]:
-    """Parity against PyTorch for every precision; int8 is also held to the task metric of fp32."""
-    tolerances = judge.config.tolerances
-    int8 = judge.model_task.int8_logit_bound() if tolerances.int8_logits is None else tolerances.int8_logits
-    tolerance = {"fp32": tolerances.fp32, "fp16": tolerances.fp16, "int8": int8}[precision]
-    try:
-        comparison = checks.compare(candidate.path, judge.parity)
-    except AlembertError as err:
-        return {}, f"{candidate.notes[0] if candidate.notes else candidate.path.name}: {err}"
-    diff = comparison.max_abs_diff
-    entry = {"file": candidate.path.name, "precision": precision, "size_mb": round(candidate.path.stat().st_size / 1e6, 3),
-             "opset": opset_of(candidate.path), "max_abs_diff": diff, "tolerance": tolerance,
-             "agreement": comparison.agreement}
-    if not diff <= tolerance:
-        return entry, f"max abs difference from PyTorch {diff:.3g} exceeds the {precision} tolerance {tolerance:g}"
-    if judge.task is not None:
-        entry["metric_name"], metrics = task_metric(ort_runner(checks.session(candidate.path)), judge.task)
-        entry["metric"] = metrics[entry["metric_name"]]
-        if base_entry is not None:
-            entry["metric_drop"] = base_entry["metric"] - entry["metric"]
-            allowed = int8_metric_drop(judge.config, judge.task.task)
-            if precision == "int8" and entry["metric_drop"] > allowed:
-                return entry, (f"{entry['metric_name']} drops by {entry['metric_drop']:.4f} from fp32 "
-                               f"(allowed {allowed:g})")
-    return entry, None
-
-
-def task_metric(runner, task: TaskFeeds) -> tuple[str, dict[str, float]]:
-    """The task's metrics on the metric batches, classes named as the model names them."""
-    return evaluate(runner, task.metric_batches, task.task, task.label_names, rows=task.metric_rows)
-
-
-def int8_metric_drop(config: ExportConfig, task: Task) -> float:
-    """The configured bound on the int8 metric drop, else the task's own."""
-    configured = config.tolerances.int8_metric_drop
-    return task.int8_metric_drop() if configured is None else configured
-
-
-def opset_of(path: Path) -> int:
-    model = onnx.load(str(path), load_external_data=False)
-    return max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
-
-
 def label_names(model) -> tuple[str, ...]:
     id2label = model.config.id2label or {}
     return tuple(str(id2label[i]) for i in sorted(id2label, key=int))
@@ -205,13 +155,23 @@ def label_names(model) -> tuple[str, ...]:
 def add_latency(entries: dict, accepted: dict[str, Path], model, names: tuple[str, ...], config: ExportConfig) -> None:
     """One latency figure per variant and for PyTorch, at the configured shape, measured in this run."""
     settings = config.latency
-    feed = random_feed(names, settings.batch_size, settings.seq_len, int(model.config.vocab_size))
+    feed = latency_feed(model, names, config)
     pytorch = time_runner(torch_runner(model), feed, runs=settings.runs, warmup=settings.warmup).p50_ms
     for name, path in tqdm(accepted.items(), desc="latency", unit="variant"):
         runner = ort_runner(ort_session(path, settings.threads))
         entries[name]["latency_ms"] = time_runner(runner, feed, runs=settings.runs, warmup=settings.warmup).p50_ms
         entries[name]["speedup_vs_pytorch"] = pytorch / entries[name]["latency_ms"]
     entries["pytorch"] = {"latency_ms": pytorch}
+
+
+def latency_feed(model, names: tuple[str, ...], config: ExportConfig) -> dict:
+    return random_feed(names, config.latency.batch_size, config.latency.seq_len, int(model.config.vocab_size))
+
+
+def fastest(entries: dict) -> str | None:
+    """The accepted variant with the lowest latency measured in this run, on this machine."""
+    timed = {name: entry["latency_ms"] for name, entry in entries.items() if "latency_ms" in entry and "skipped" not in entry}
+    return min(timed, key=timed.get) if timed else None
 
 
 def write_extras(work: Path, model, tokenizer, source: str) -> None:
@@ -229,7 +189,8 @@ def write_extras(work: Path, model, tokenizer, source: str) -> None:
         (work / LABEL_FILE).write_text(json.dumps(label_map, indent=2) + "\n")
 
 
-def build_manifest(entries: dict, names: tuple[str, ...], model, config: ExportConfig, judge: Judge, source: str) -> dict:
+def build_manifest(entries: dict, names: tuple[str, ...], model, config: ExportConfig, judge: Judge, source: str,
+                   runtimes: dict) -> dict:
     pytorch = entries.pop("pytorch")
     task = judge.task
     if task is not None:
@@ -258,6 +219,11 @@ def build_manifest(entries: dict, names: tuple[str, ...], model, config: ExportC
                                             "labels": task.label_note},
         "latency_shape": {"batch_size": config.latency.batch_size, "seq_len": config.latency.seq_len,
                           "threads": config.latency.threads},
+        "machine": hardware.cpu().record(),  # what built and timed it: latency and the fastest variant depend on it
+        "fastest_variant": fastest(entries),  # on onnxruntime
+        "fastest": fastest_overall(entries, runtimes),  # over every runtime and precision hint
+        "runtimes": runtimes,
+        "int8": dict(zip(("reduce_range", "why"), int8_reduce_range(config))),
         "pytorch": pytorch,
         "variants": {name: ({"file": BASE_FILE} | entry if name == BASE else entry) for name, entry in entries.items()},
     }

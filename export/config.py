@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from alembert import hardware
 from alembert.config import bounded
 from alembert.data import DataConfig
 
@@ -75,10 +76,17 @@ class ExportConfig:
     opset: int = 17
     max_length: int = 128
     per_channel: bool = False
-    reduce_range: bool = False
+    reduce_range: bool | None = None  # int8 7-bit weights; None: chosen by the CPU (alembert.hardware)
     data: DataConfig | None = None
     metric_examples: int | None = 2000
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     parity: ParityConfig = field(default_factory=ParityConfig)
     tolerances: Tolerances = field(default_factory=Tolerances)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+
+
+def int8_reduce_range(config: ExportConfig) -> tuple[bool, str]:
+    """The reduce_range every int8 variant uses, and why: the configured value, else the CPU's choice."""
+    if config.reduce_range is not None:
+        return config.reduce_range, "set by reduce_range"
+    return hardware.int8_reduce_range(hardware.cpu())

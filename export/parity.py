@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from alembert.demo import DemoConfig, generate as generate_demo
 from alembert.decoding import joined
-from alembert.errors import fail
 from alembert.tasks import task_of
 from alembert.tasks.base import Task
 from export.config import ParityConfig
@@ -89,30 +86,18 @@ def torch_logits(model, feed: Feed) -> np.ndarray:
     return task_of(model.config).output_logits(model(**inputs)).float().numpy()
 
 
-def session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3  # onnxruntime's own warnings (e.g. unused initializers) are not the user's concern
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise fail(f"onnxruntime cannot load {path.name}: {str(err).splitlines()[0][:300]}",
-                   "the graph is invalid; set ALEMBERT_DEBUG=1 and report the model family and pass") from err
-
-
 @dataclass(frozen=True)
 class Comparison:
     max_abs_diff: float
     agreement: float  # share of compared rows (sequences, or tokens) whose predicted class matches PyTorch's
 
 
-def compare(path: Path, parity: ParitySet) -> Comparison:
-    """Largest |onnx - torch| over the compared rows of every parity batch, and argmax agreement on them; NaN or a
-    wrong shape is infinitely far."""
-    runner = session(path)
+def compare(session, parity: ParitySet) -> Comparison:
+    """Largest |onnx - torch| over the compared rows of every parity batch, for a session of export.backends, and
+    argmax agreement on them; NaN or a wrong shape is infinitely far."""
     worst, same, total = 0.0, 0, 0
     for feed, reference, rows in zip(parity.feeds, parity.reference, parity.rows):
-        output = joined(runner.run(None, feed)).astype(np.float32)
+        output = joined(session.run(feed)).astype(np.float32)
         if output.shape != reference.shape or not np.all(np.isfinite(output)):
             return Comparison(float("inf"), 0.0)
         if rows is not None:

@@ -9,22 +9,23 @@ The bundle's manifest names the decoder (alembert.decoding) that turns outputs i
 and probabilities, a score, or a token task's entities with character offsets into the text, e.g.
 {"entity": "PER", "text": "Angela Merkel", "start": 0, "end": 13, "score": 0.98}; a token task's text
 longer than max_length tokens is split into overlapping windows, not truncated.
-On a device, copy this file, predict.py, export/__init__.py and alembert/{__init__,errors,registry,decoding}.py
-(all torch-free).
+On a device, copy this file, backends.py, predict.py, export/__init__.py and
+alembert/{__init__,errors,registry,decoding}.py (all torch-free); OpenVINO, when installed, is a second runtime.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from alembert.decoding import AGGREGATIONS, DECODERS, Encoded, Window, joined
 from alembert.errors import fail
+from export.backends import BACKENDS, DEFAULT, open_session
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -50,19 +51,24 @@ def available_variants(manifest: dict) -> list[str]:
     return [name for name, entry in manifest["variants"].items() if isinstance(entry, dict) and "file" in entry]
 
 
-def load_session(path: Path, threads: int | None) -> ort.InferenceSession:
-    if not path.is_file():
-        raise fail(f"{path} is missing from the bundle", "copy the whole bundle directory, or re-export it")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own exception types for unreadable or invalid graphs
-        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise fail(f"{path} is corrupt or not an ONNX model ({detail})",
-                   "copy the file again, or re-export the bundle with python -m export") from None
+def load_session(path: Path, threads: int | None, runtime: str = DEFAULT, hint: str | None = None):
+    """`path` on `runtime` (export.backends), with one clear line for a missing or corrupt file."""
+    return open_session(path, runtime, threads, hint)
+
+
+def chosen_runtime(manifest: dict, variant: str | None, runtime: str, hint: str | None) -> tuple[str | None, str, str | None]:
+    """(variant, runtime, hint) to run: "fastest" is the manifest's fastest where its runtime is installed, else
+    onnxruntime's fastest variant; a runtime that is not installed falls back to onnxruntime, said in one line."""
+    if variant == "fastest":
+        best = manifest.get("fastest") or {}
+        if best.get("runtime") in BACKENDS and BACKENDS[best["runtime"]].available():
+            return best["variant"], best["runtime"], best.get("precision_hint")
+        variant = manifest.get("fastest_variant")
+    backend = BACKENDS[runtime]
+    if not backend.available():
+        print(f"alembert: runtime '{runtime}' is not installed ({backend.install}); using {DEFAULT}", file=sys.stderr)
+        return variant, DEFAULT, None
+    return variant, runtime, hint
 
 
 def load_tokenizer(bundle: Path, max_length: int) -> tuple[Tokenizer, int]:
@@ -132,23 +138,28 @@ def text_problem(text: object, expected: str) -> str | None:
 
 
 class Predictor:
-    """A bundle variant ready to run on text. `variant=None` takes the bundle's default (the fused fp32 graph).
+    """A bundle variant ready to run on text. `variant=None` takes the bundle's default (the fused fp32 graph);
+    "fastest", the (runtime, variant, precision hint) the manifest measured fastest where it was built. `runtime` is
+    "onnxruntime" or "openvino" (the optional extra; without it, onnxruntime runs instead); `precision_hint` is
+    OpenVINO's ("f32", or "bf16" on CPUs with AMX or AVX-512-BF16).
 
     `aggregation` (first | average | max) is how a token task scores a word from its sub-tokens; `stride` is how
     many tokens consecutive windows of a long text share there (default: a quarter of a window). Both are
     ignored by sequence tasks, whose long texts are truncated instead."""
 
-    def __init__(self, bundle: str | Path, variant: str | None = None, *, threads: int | None = None, batch_size: int = 32,
+    def __init__(self, bundle: str | Path, variant: str | None = None, *, runtime: str = DEFAULT,
+                 precision_hint: str | None = None, threads: int | None = None, batch_size: int = 32,
                  aggregation: str = "first", stride: int | None = None):
         self.bundle = Path(bundle).expanduser()
         self.manifest = read_manifest(self.bundle)
         names = available_variants(self.manifest)
+        variant, self.runtime, hint = chosen_runtime(self.manifest, variant, runtime, precision_hint)
         self.variant = variant or self.manifest.get("default_variant") or "fp32"
         if self.variant not in names:
             raise fail(f"bundle {self.bundle} has no variant '{self.variant}'", f"choose one of {', '.join(names)}")
         if aggregation not in AGGREGATIONS:
             raise fail(f"aggregation '{aggregation}' is unknown", f"use one of {', '.join(AGGREGATIONS)}")
-        self.session = load_session(self.bundle / self.manifest["variants"][self.variant]["file"], threads)
+        self.session = load_session(self.bundle / self.manifest["variants"][self.variant]["file"], threads, self.runtime, hint)
         self.max_length = int(self.manifest.get("max_length", 128))
         self.tokenizer, self.pad_id = load_tokenizer(self.bundle, self.max_length)
         self.labels = list(self.manifest.get("labels") or [])
@@ -160,7 +171,6 @@ class Predictor:
         self._untruncated = Tokenizer.from_str(self.tokenizer.to_str())  # measures questions (only_second cuts none)
         self._untruncated.no_truncation()
         self.options = {"aggregation": aggregation, "max_answer_length": int(self.manifest.get("max_answer_length", 30))}
-        self.input_names = [i.name for i in self.session.get_inputs()]
         self.batch_size = max(1, batch_size)
 
     def predict(self, texts: Sequence[object] | str) -> list[dict]:
@@ -221,7 +231,7 @@ class Predictor:
             feed["input_ids"][row, :length] = encoding.ids
             feed["attention_mask"][row, :length] = 1
             feed["token_type_ids"][row, :length] = encoding.type_ids
-        return joined(self.session.run(None, {name: feed[name] for name in self.input_names})).astype(np.float64)
+        return joined(self.session.run(feed)).astype(np.float64)
 
     def _result(self, text: str | tuple[str, str], windows: list, rows: list[np.ndarray]) -> dict:
         encoded = Encoded(text, tuple(Window.of(window) for window in windows), self.stride)

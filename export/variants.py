@@ -22,7 +22,7 @@ from onnxruntime.transformers.onnx_model import OnnxModel
 
 from alembert.errors import fail
 from alembert.registry import Registry
-from export.config import ExportConfig
+from export.config import ExportConfig, int8_reduce_range
 
 BASE = "fp32"
 BASE_FILE = "model.onnx"
@@ -130,11 +130,12 @@ def _unfused_note(source: Path, out: Path, ctx: BuildContext, reason: str) -> Ca
 def build_int8_dynamic(ctx: BuildContext, out: Path) -> Iterator[Candidate]:
     """Dynamic quantization: int8 weights, activations quantized per batch at run time; no calibration."""
     name, source = ctx.fp32_source()
+    reduce_range, why = int8_reduce_range(ctx.config)
     quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=ctx.config.per_channel,
-                     reduce_range=ctx.config.reduce_range,
+                     reduce_range=reduce_range,
                      # fused graphs leave some tensor types unknown to the quantizer; they are all float here
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    yield Candidate(out, (f"from {name}; per_channel={ctx.config.per_channel}, reduce_range={ctx.config.reduce_range}",))
+    yield Candidate(out, (f"from {name}; per_channel={ctx.config.per_channel}, reduce_range={reduce_range} ({why})",))
 
 
 class FeedReader(CalibrationDataReader):
@@ -157,15 +158,17 @@ def build_int8_static(ctx: BuildContext, out: Path) -> Iterator[Candidate]:
     prepared = ctx.work / ".int8_static.prepared.onnx"
     quant_pre_process(str(ctx.accepted[BASE]), str(prepared), skip_symbolic_shape=True)
     extra = {"CalibPercentile": ctx.config.calibration.percentile} if method == "percentile" else {}
+    reduce_range, why = int8_reduce_range(ctx.config)
     try:
         quantize_static(str(prepared), str(out), FeedReader(ctx.calibration), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul", "Gemm", "Gather"], per_channel=ctx.config.per_channel,
-                        reduce_range=ctx.config.reduce_range, activation_type=QuantType.QUInt8,
+                        reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CALIBRATION_METHODS[method], extra_options=extra)
     finally:
         prepared.unlink(missing_ok=True)
     yield Candidate(out, (f"QDQ, {method} calibration on {sum(len(f['input_ids']) for f in ctx.calibration)} examples; "
-                          f"MatMul, Gemm and embedding Gather quantized, per_channel={ctx.config.per_channel}",))
+                          f"MatMul, Gemm and embedding Gather quantized, per_channel={ctx.config.per_channel}, "
+                          f"reduce_range={reduce_range} ({why})",))
 
 
 @register("fp16", precision="fp16")

@@ -172,12 +172,21 @@ def test_full_bundle_has_every_variant_checked_with_metric_and_latency(full_bund
     assert manifest["pytorch"]["metric"] == pytest.approx(entries["fp32"]["metric"])
     assert (full_bundle / "tokenizer.json").is_file() and (full_bundle / "label_map.json").is_file()
     assert manifest["labels"] == list(LABELS) and manifest["data"]["metric_split"] == "dev"
+    # what built it: the CPU's flags, the int8 setting chosen from them, and the fastest variant measured here
+    from alembert import hardware
+    assert manifest["machine"] == hardware.cpu().record()
+    reduce_range, why = hardware.int8_reduce_range(hardware.cpu())
+    assert manifest["int8"] == {"reduce_range": reduce_range, "why": why}
+    assert all(f"reduce_range={reduce_range} ({why})" in " ".join(entries[name]["notes"]) for name in ("int8_dynamic", "int8_static"))
+    latencies = {name: entry["latency_ms"] for name, entry in entries.items()}
+    assert manifest["fastest_variant"] == min(latencies, key=latencies.get)
 
 
 def test_every_variant_runs_in_the_predictor(full_bundle):
     for variant in ("fp32", "optimized", "int8_dynamic", "int8_static", "fp16"):
         results = Predictor(full_bundle, variant).predict(["the acting was superb", "boring"])
         assert all(r["label"] in LABELS and sum(r["probabilities"].values()) == pytest.approx(1.0) for r in results)
+    assert Predictor(full_bundle, "fastest").variant == manifest_of(full_bundle)["fastest_variant"]
 
 
 def corrupt_graph(ctx, out):
@@ -274,3 +283,39 @@ def test_hydra_cli_writes_a_bundle_and_reports_bad_input_in_one_line(tiny_dir, t
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [f"alembert: error: model directory {tmp_path / 'missing'} does not exist; "
                                                "pass a directory saved by python -m distill, python -m compress or save_pretrained"]
+
+
+def test_openvino_runs_the_plain_graphs_with_parity_and_the_predictor_agrees_with_onnxruntime(full_bundle):
+    pytest.importorskip("openvino")
+    from alembert import hardware
+
+    manifest = manifest_of(full_bundle)
+    table = manifest["runtimes"]["openvino"]["variants"]
+    assert "fused operators" in table["optimized"]["skipped"]  # onnxruntime's own fused ops: not for OpenVINO
+    assert table["fp32"]["precision"] == "fp32" and table["fp32"]["max_abs_diff"] <= 1e-4 and table["fp32"]["latency_ms"] > 0
+    assert ("fp32@bf16" in table) == hardware.cpu().has_bf16  # bf16 is tried only where the CPU has it
+    if "fp32@bf16" in table:
+        assert table["fp32@bf16"]["precision"] == "bf16" and "metric_drop" in table["fp32@bf16"]
+    texts = ["the acting was superb", "boring", "a fine film with a dull ending"]
+    ours, theirs = Predictor(full_bundle, "fp32", runtime="openvino"), Predictor(full_bundle, "fp32")
+    assert ours.runtime == "openvino" and theirs.runtime == "onnxruntime"
+    for a, b in zip(ours.predict(texts), theirs.predict(texts)):
+        assert a["label"] == b["label"]
+        assert a["probabilities"]["positive"] == pytest.approx(b["probabilities"]["positive"], abs=1e-5)
+    timed = [e["latency_ms"] for e in manifest["variants"].values()]
+    timed += [e["latency_ms"] for e in table.values() if "latency_ms" in e]
+    assert manifest["fastest"]["latency_ms"] == min(timed)
+
+
+def test_a_runtime_that_is_not_installed_falls_back_to_onnxruntime_in_one_line(full_bundle, capsys):
+    from dataclasses import replace
+
+    from export.backends import BACKENDS
+
+    with BACKENDS.replaced("openvino", replace(BACKENDS["openvino"], available=lambda: False)):
+        predictor = Predictor(full_bundle, "fp32", runtime="openvino")
+    assert predictor.runtime == "onnxruntime" and predictor.predict("boring")[0]["label"] in LABELS
+    assert capsys.readouterr().err.strip() == ("alembert: runtime 'openvino' is not installed "
+                                               "(pip install 'alembert[openvino]'); using onnxruntime")
+    with pytest.raises(AlembertError, match="unknown runtime 'tensorrt'"):
+        Predictor(full_bundle, runtime="tensorrt")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 from dataclasses import dataclass
 from datetime import date
@@ -17,6 +16,7 @@ matplotlib.use("Agg")  # files only; no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 
 from alembert.errors import atomic_write_text  # noqa: E402
+from alembert.hardware import cpu  # noqa: E402
 from alembert.report import markdown_table  # noqa: E402
 
 METRIC = "{metric}"  # in COLUMNS: the task's primary metric (accuracy, f1, ...)
@@ -73,34 +73,8 @@ def secondary_metrics(entry: dict) -> dict:
     return {name: round(value, 4) for name, value in (entry.get("metrics") or {}).items() if isinstance(value, float)}
 
 
-SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")  # what int8 and bf16 speed depend on
-
-
 def machine() -> str:
-    return (f"{_cpu_model()}, {os.cpu_count()} cores, flags: {' '.join(_cpu_flags()) or 'unknown'}, "
-            f"{date.today().isoformat()}")
-
-
-def _cpu_info() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: the model from platform, no flags
-        return ""
-
-
-def _cpu_model() -> str:
-    for line in _cpu_info().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> list[str]:
-    for line in _cpu_info().splitlines():
-        if line.startswith("flags"):
-            present = set(line.split(":", 1)[1].split())
-            return [flag for flag in SPEED_FLAGS if flag in present]
-    return []
+    return f"{cpu().describe()}, {date.today().isoformat()}"
 
 
 def write_results(entries: list[dict], out_dir: Path, layout: Layout, *, command: str) -> Path:
