@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from alembert import hardware
 from distill import distributed
 from distill.checkpoint import Checkpointer, History, LoopState, fingerprint
 from distill.layerdrop import advance, check_layerdrop, layer_drop
@@ -34,7 +35,7 @@ from alembert.evaluate import evaluate, predict_logits, to_device
 from alembert.training import TrainConfig
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}  # auto: autocast_dtype
 # Settings a checkpoint must share with the run that resumes it (cache_teacher, patience etc. may change).
 RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "seed", "grad_accum",
                "precision", "eval_every", "layerdrop", "bucket_batches")
@@ -65,6 +66,7 @@ class _Run:
     scheduler: object
     scaler: torch.amp.GradScaler
     device: torch.device
+    dtype: torch.dtype | None  # the autocast dtype, None: fp32
     desc: str
     checkpoints: Checkpointer | None
     writer: object | None
@@ -145,7 +147,9 @@ def _prepare(model, train, dev, objective, teacher, config, extra_modules, desc,
     modules = (model, *extra_modules)
     distributed.broadcast_parameters(modules)
     parameters = [p for module in modules for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    # fused: one kernel over all parameters; on a 2-core CPU it cuts AdamW's step over a 17M-parameter student
+    # (12M of them the embedding table) from 70 ms to 14 ms, a third of a short-sentence training step
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     total_steps = config.epochs * math.ceil(batches / config.grad_accum)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
@@ -156,7 +160,20 @@ def _prepare(model, train, dev, objective, teacher, config, extra_modules, desc,
                                                                config=settings, batches=batches))
     writer = _tensorboard(log_dir) if config.tensorboard and distributed.is_main() else None
     return _Run(model, modules, parameters, train, batches, dev, objective, teacher, config, optimizer, scheduler, scaler,
-                device, desc, checkpoints, writer)
+                device, autocast_dtype(config.precision, device, desc), desc, checkpoints, writer)
+
+
+def autocast_dtype(precision: str, device: torch.device, desc: str = "train") -> torch.dtype | None:
+    """The autocast dtype of `precision`; "auto" is bf16 where the hardware has bf16 instructions (CPU: AMX or
+    AVX-512-BF16; CUDA: bf16 support), else fp32, said in one line."""
+    if precision != "auto":
+        return PRECISIONS[precision]
+    if device.type == "cuda":
+        chosen, why = torch.cuda.is_bf16_supported(), "a CUDA GPU with bf16"
+    else:
+        chosen, why = hardware.bf16_training(hardware.cpu())
+    _say(f"{desc}: precision=auto: {why if chosen else 'fp32 (' + why + ')'}")
+    return torch.bfloat16 if chosen else None
 
 
 def _tensorboard(log_dir):
@@ -187,7 +204,7 @@ def _train_epoch(run: _Run, state: LoopState) -> bool:
     config, model, objective = run.config, run.model, run.objective
     model.train()
     wanted = dict(hidden=objective.needs_hidden, attentions=objective.needs_attentions, values=objective.needs_values)
-    dtype = PRECISIONS[config.precision]
+    dtype = run.dtype
     total = config.epochs * run.batches
     batches = distributed.epoch_batches(run.train, state.epoch, state.batch, run.batches)
     desc = f"{run.desc} {state.epoch + 1}/{config.epochs}"
