@@ -12,11 +12,9 @@ fp32 itself, which is the noise a gap is compared with. The CPU's model and flag
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +26,7 @@ from alembert.modeldir import load_classifier, load_tokenizer, resolve_source
 from alembert.training import TrainConfig
 from benchmarks.table.report import machine
 from benchmarks.table.significance import paired_difference
+from benchmarks.throughput import student_parser
 from distill.engine import fit, seed_everything
 from distill.losses import Objective, Term
 from distill.models import StudentConfig, build_student
@@ -63,17 +62,9 @@ def one_fit(args, teacher, train, test, seed: int, precision: str) -> tuple[floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/sst2"))
-    parser.add_argument("--teacher", default="minilm")
-    parser.add_argument("--student-layers", type=int, default=3)
-    parser.add_argument("--examples", type=int, default=8000)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser = student_parser(__doc__.splitlines()[0], epochs=3)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     teacher, train, test = build(args)

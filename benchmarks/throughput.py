@@ -72,17 +72,23 @@ def one_fit(args, tokenizer, task, rows, teacher, objective: str, bucket_batches
     return (time.perf_counter() - start) / args.epochs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def student_parser(description: str, *, epochs: int) -> argparse.ArgumentParser:
+    """The options every SST-2 training benchmark of a MiniLM-initialised student takes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/sst2"))
     parser.add_argument("--teacher", default="minilm")
     parser.add_argument("--student-layers", type=int, default=3)
     parser.add_argument("--examples", type=int, default=8000)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
+    return parser
+
+
+def main() -> None:
+    parser = student_parser(__doc__.splitlines()[0], epochs=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tokenizer, task, rows, teacher = build(args)

@@ -29,7 +29,7 @@ from distill.layerdrop import advance, check_layerdrop, layer_drop
 from alembert.errors import fail
 from distill.losses import Objective
 from alembert.tasks import task_of
-from distill.models import Teacher, disable_attention_dropout, forward_features
+from distill.models import Teacher, disable_attention_dropout, forward_features, in_fp32
 from distill.teacher_cache import CacheBudget, CachedTeacher, cache_teacher
 from alembert.evaluate import evaluate, predict_logits, to_device
 from alembert.training import TrainConfig
@@ -218,7 +218,8 @@ def _train_epoch(run: _Run, state: LoopState) -> bool:
         with torch.autocast(run.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             teacher_features = run.teacher.features(batch, **wanted) if objective.needs_teacher else None
             student_features = forward_features(model, batch, **wanted)
-            loss, parts = objective(student_features, teacher_features, progress=step / total)
+        # the losses in fp32 whatever the forward ran in: a bf16 softmax can make a KL negative
+        loss, parts = objective(in_fp32(student_features), in_fp32(teacher_features), progress=step / total)
         if not torch.isfinite(loss):
             bad = next((name for name, value in parts.items() if not math.isfinite(value)), "the total")
             last = run.checkpoints.describe_latest() if run.checkpoints else "checkpoints were off (train.checkpoint_every)"

@@ -7,6 +7,7 @@ losses see `Features` and nothing else.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -105,6 +106,22 @@ def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool
         labels=batch.get("labels"),
         task=task,
     )
+
+
+def in_fp32(features: Features | None) -> Features | None:
+    """`features` with every reduced-precision tensor (from an autocast forward) cast to float32, differentiably."""
+    if features is None:
+        return None
+
+    def up(value):
+        if isinstance(value, tuple):
+            return tuple(up(item) for item in value)
+        if isinstance(value, Tensor) and value.dtype in (torch.bfloat16, torch.float16):
+            return value.float()
+        return value
+
+    fields = ("logits", "hidden_states", "attentions", "values")
+    return dataclasses.replace(features, **{name: up(getattr(features, name)) for name in fields})
 
 
 def value_projections(model: nn.Module) -> list[nn.Module]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
 from alembert.batching import LengthSortedSampler, row_lengths
@@ -158,7 +158,7 @@ class CachedTeacher:
         """One teacher pass over `data`'s rows, shortest first in batches of `batch_size` (default: `data`'s), on
         `device` (the teacher's); what it gives is kept on the CPU (logits move beside the student with `to`)."""
         task = task_of(teacher.model.config)
-        lengths = row_lengths(data.dataset)
+        lengths = None if isinstance(data.dataset, IterableDataset) else row_lengths(data.dataset)  # a stream: as it comes
         ordered = data if lengths is None else DataLoader(
             data.dataset, batch_size=batch_size or data.batch_size, sampler=LengthSortedSampler(lengths),
             collate_fn=data.collate_fn)
@@ -206,7 +206,8 @@ def cache_teacher(teacher, data: DataLoader, device: torch.device, reads: dict[s
     if reads:
         lengths = _lengths_by_index(data.dataset)
         if lengths is None:
-            say("teacher cache: the rows carry no token ids, so layer features cannot be cached; the teacher runs every step")
+            say("teacher cache: the rows are streamed or carry no token ids, so layer features are not cached; "
+                "the teacher runs every step")
             return teacher
         store, where = plan_store(reads, lengths, teacher.model.config, budget)
         if store is None:
@@ -219,7 +220,9 @@ def cache_teacher(teacher, data: DataLoader, device: torch.device, reads: dict[s
 
 
 def _lengths_by_index(rows) -> list[int] | None:
-    """Each row's token count at its "index" (0 where no row has that index)."""
+    """Each row's token count at its "index" (0 where no row has that index); None for a stream."""
+    if isinstance(rows, IterableDataset):
+        return None
     try:
         pairs = [(int(row["index"]), len(row["input_ids"])) for row in rows]
     except (TypeError, KeyError, IndexError):

@@ -8,6 +8,7 @@ operators (the `optimized` graph and what is quantized from it). Torch-free, lik
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,14 +57,21 @@ class OrtSession:
         return self.session.run(None, {name: feed[name] for name in self.input_names})
 
 
+@functools.cache
+def _openvino_core():
+    """One OpenVINO Core per process, as OpenVINO advises, alive as long as any model compiled by it."""
+    import openvino
+
+    return openvino.Core()
+
+
 class OpenVinoSession:
     def __init__(self, path: Path, threads: int | None, hint: str | None = None):
-        import openvino
-
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint or "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = openvino.Core().compile_model(str(path), "CPU", config)
+        self.core = _openvino_core()
+        self.compiled = self.core.compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.input_names = [port.any_name for port in self.compiled.inputs]
 

@@ -37,7 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("texts", nargs="*", help="texts to classify (QA: question and context, two by two); "
                                                  "without any, read JSONL from stdin")
     parser.add_argument("--variant", default=None, help="variant name from manifest.json (default: the bundle's default)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument("--runtime", default="onnxruntime", help="onnxruntime, or openvino (the optional extra)")
+    parser.add_argument("--precision-hint", default=None, help="OpenVINO's: f32, or bf16 on AMX / AVX-512-BF16 CPUs")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first",
                         help="token tasks: a word's tag from its first sub-token, their average, or the most confident one")
@@ -132,7 +134,8 @@ def predict_lines(predictor: Predictor, records: Iterable[tuple[dict, object]], 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    predictor = Predictor(args.bundle, args.variant, threads=args.threads, batch_size=args.batch_size,
+    predictor = Predictor(args.bundle, args.variant, runtime=args.runtime, precision_hint=args.precision_hint,
+                          threads=args.threads, batch_size=args.batch_size,
                           aggregation=args.aggregation, stride=args.stride)
     records = argument_items(args.texts, predictor.decoder.pair_only) if args.texts else read_jsonl(text_lines(sys.stdin))
     predict_lines(predictor, records, sys.stdout, args.batch_size)
