@@ -94,7 +94,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     teacher, initial, student, train = build(args)
     steps = len(train)
-    one_epoch = TrainConfig(epochs=1, batch_size=args.batch_size, cache_teacher=False)
+    one_epoch = TrainConfig(epochs=1, batch_size=args.batch_size, cache_teacher=False, precision="fp32")  # as the bare loop
     bare, engine, cached, uncached = [], [], [], []
     for repeat in range(args.repeats + 1):  # repeat 0 warms up (thread pools, allocator) and is dropped
         seed_everything(0), student.load_state_dict(initial)
@@ -103,7 +103,7 @@ def main() -> None:
         engine.append(engine_epochs(teacher, student, train, one_epoch) / steps)
         for cache, times in ((True, cached), (False, uncached)):
             student.load_state_dict(initial)
-            config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, cache_teacher=cache)
+            config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, cache_teacher=cache, precision="fp32")
             times.append(engine_epochs(teacher, student, train, config) / args.epochs)
         if repeat == 0:
             bare, engine, cached, uncached = [], [], [], []

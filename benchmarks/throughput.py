@@ -64,7 +64,7 @@ def one_fit(args, tokenizer, task, rows, teacher, objective: str, bucket_batches
     student = build_student(teacher, StudentConfig(num_layers=args.student_layers))
     train = loader(rows, tokenizer, batch_size=args.batch_size, task=task.task, shuffle=True, seed=0)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, bucket_batches=bucket_batches,
-                         cache_teacher=cache)
+                         cache_teacher=cache, precision=args.precision)
     uses_teacher = objective != "hard"
     start = time.perf_counter()
     fit(student, train, None, OBJECTIVES[objective], config, teacher=Teacher(teacher) if uses_teacher else None,
@@ -89,6 +89,7 @@ def student_parser(description: str, *, epochs: int) -> argparse.ArgumentParser:
 def main() -> None:
     parser = student_parser(__doc__.splitlines()[0], epochs=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", default="fp32", help="train.precision of every variant (the README's figures: fp32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tokenizer, task, rows, teacher = build(args)

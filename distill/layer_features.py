@@ -69,7 +69,6 @@ def mapped_pairs(layers: str | Sequence, k: int, n_student: int, n_teacher: int)
     return layer_map("explicit", n_student, n_teacher, explicit=layers)
 
 
-
 def mapped_teacher_layers(term: Callable, params: dict, n_student: int, n_teacher: int) -> frozenset[int]:
     """The teacher layers a term over `mapped_pairs` reads, from its `layers`/`k` parameters or their defaults
     (so the teacher cache keeps only those layers' features)."""
@@ -81,6 +80,7 @@ def mapped_teacher_layers(term: Callable, params: dict, n_student: int, n_teache
 def embedding_output(term: Callable, params: dict, n_student: int, n_teacher: int) -> frozenset[int]:
     """A term that reads the embedding output only (layer 0)."""
     return frozenset({0})
+
 
 # ---------------------------------------------------------------- shared checks and masked means
 

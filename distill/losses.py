@@ -135,10 +135,8 @@ class Objective:
         for term, spec in zip(self.terms, self.specs):
             layers = (spec.teacher_layers(spec.fn, dict(term.params), n_student, n_teacher) if spec.teacher_layers
                       else range(n_teacher + 1))
-            for field, needed in (("hidden_states", spec.needs_hidden), ("attentions", spec.needs_attentions),
-                                  ("values", spec.needs_values)):
-                if needed:
-                    offset = LAYER_FIELDS[field]
+            for field, (flag, offset) in LAYER_FIELDS.items():
+                if getattr(spec, f"needs_{flag}"):
                     reads.setdefault(field, set()).update(m - offset for m in layers if m >= offset)
         return {field: frozenset(positions) for field, positions in reads.items()}
 

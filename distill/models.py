@@ -45,8 +45,10 @@ class Features:
     task: Task | None = None  # how logit-level terms reduce these logits (alembert.tasks); set from the model's config
 
 
-# Per-layer Features fields -> the layer number at position 0 of the tuple (hidden_states[0] is the embedding output).
-LAYER_FIELDS = {"hidden_states": 0, "attentions": 1, "values": 1}
+# Per-layer Features fields -> (the forward_features flag that asks for them, the layer number at position 0 of
+# the tuple: hidden_states[0] is the embedding output). A loss term's LossSpec says needs_<flag>.
+LAYER_FIELDS = {"hidden_states": ("hidden", 0), "attentions": ("attentions", 1), "values": ("values", 1)}
+
 
 @dataclass(frozen=True)
 class StudentConfig:

@@ -40,7 +40,6 @@ ROW_SHAPES: dict[str, Callable[[int, object], tuple[int, ...]]] = {
     "attentions": lambda n, c: (c.num_attention_heads, n, n),
     "values": lambda n, c: (c.num_attention_heads, n, c.hidden_size // c.num_attention_heads),
 }
-FLAGS = {"hidden_states": "hidden", "attentions": "attentions", "values": "values"}
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,8 @@ class _Rows:
 class FeatureStore:
     """The cached per-layer teacher features: (Features field, position in its tuple) -> the rows of that layer."""
 
-    def __init__(self, rows: dict[tuple[str, int], _Rows], tuple_lengths: dict[str, int], where: str):
-        self.rows, self.tuple_lengths, self.where = rows, tuple_lengths, where
+    def __init__(self, rows: dict[tuple[str, int], _Rows], tuple_lengths: dict[str, int]):
+        self.rows, self.tuple_lengths = rows, tuple_lengths
 
     @property
     def fields(self) -> frozenset[str]:
@@ -117,7 +116,7 @@ def plan_store(reads: dict[str, frozenset[int]], lengths: list[int], config, bud
         rows[key] = _Rows(buffer[start:start + sizes[key]], lengths, shape_of)
         start += sizes[key]
     n_layers = config.num_hidden_layers
-    return FeatureStore(rows, {field: n_layers + 1 - offset for field, offset in LAYER_FIELDS.items()}, where), where
+    return FeatureStore(rows, {field: n_layers + 1 - offset for field, (_, offset) in LAYER_FIELDS.items()}), where
 
 
 def _allocate(total: int, budget: CacheBudget) -> tuple[np.ndarray | None, str]:
@@ -162,7 +161,7 @@ class CachedTeacher:
         ordered = data if lengths is None else DataLoader(
             data.dataset, batch_size=batch_size or data.batch_size, sampler=LengthSortedSampler(lengths),
             collate_fn=data.collate_fn)
-        asked = {FLAGS[field]: True for field in (store.fields if store else ())}
+        asked = {LAYER_FIELDS[field][0]: True for field in (store.fields if store else ())}
         rows: dict[int, Tensor] = {}
         for batch in tqdm(ordered, desc="teacher cache", leave=False, dynamic_ncols=True, disable=not is_main()):
             with torch.inference_mode():
@@ -179,7 +178,8 @@ class CachedTeacher:
 
     def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False,
                  values: bool = False) -> Features:
-        asked = [field for field, flag in (("hidden_states", hidden), ("attentions", attentions), ("values", values)) if flag]
+        wanted = {"hidden": hidden, "attentions": attentions, "values": values}
+        asked = [field for field, (flag, _) in LAYER_FIELDS.items() if wanted[flag]]
         missing = sorted(set(asked) - (self.store.fields if self.store else frozenset()))
         if missing:
             raise fail(f"the teacher cache holds no {', '.join(missing)}",

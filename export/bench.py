@@ -23,8 +23,8 @@ from alembert.errors import fail, run_cli
 from alembert.modeldir import load_model_dir
 from alembert.report import save_table
 from export.measure import random_feed, time_in_turns, torch_runner
-from export.backends import BACKENDS
-from export.runtime import available_variants, load_session, read_manifest
+from export.backends import BACKENDS, open_session
+from export.runtime import available_variants, read_manifest
 
 PYTORCH = "pytorch"
 COLUMNS = ["runtime", "batch", "seq", "p50_ms", "p90_ms", "throughput_per_s", "speedup_vs_pytorch"]
@@ -85,7 +85,7 @@ def load_runners(config: BenchConfig, manifest: dict) -> tuple[dict, dict[str, f
         paths[PYTORCH] = model_dir
     for name in names:
         path = config.bundle / manifest["variants"][name]["file"]
-        runners[name] = load_session(path, config.threads).run  # one clear line for a missing or corrupt file
+        runners[name] = open_session(path, threads=config.threads).run  # one clear line for a missing or corrupt file
         sizes[name], paths[name] = path.stat().st_size / 1e6, str(path)
     for name, (runner, path) in other_runtimes(manifest, names, config).items():
         runners[name], sizes[name], paths[name] = runner, path.stat().st_size / 1e6, str(path)
@@ -105,7 +105,7 @@ def other_runtimes(manifest: dict, names: list[str], config: BenchConfig) -> dic
                 path = config.bundle / entry["file"]
                 hint = entry.get("precision_hint")
                 label = f"{variant} on {runtime}" + (f" {hint}" if hint not in (None, "f32") else "")
-                found[label] = (load_session(path, config.threads, runtime, hint).run, path)
+                found[label] = (open_session(path, runtime, config.threads, hint).run, path)
     return found
 
 

@@ -29,8 +29,9 @@ from export import parity as checks
 from export.config import ExportConfig, int8_reduce_range
 from export.feeds import TaskFeeds, load_task_feeds
 from export.judge import Judge, check, int8_metric_drop, task_metric
-from export.other_runtimes import fastest_overall, runtime_table
-from export.measure import ort_runner, ort_session, random_feed, time_runner, torch_runner
+from export.other_runtimes import fastest, fastest_overall, runtime_table
+from export.backends import open_session
+from export.measure import random_feed, time_runner, torch_runner
 from export.onnx import EXPORTER, OUTPUT_NAME, attention_shapes, export_onnx, supported_length
 from export.variants import BASE, BASE_FILE, BuildContext, Candidate, resolve
 
@@ -157,7 +158,7 @@ def add_latency(entries: dict, accepted: dict[str, Path], model, names: tuple[st
     feed = latency_feed(model, names, config)
     pytorch = time_runner(torch_runner(model), feed, runs=settings.runs, warmup=settings.warmup).p50_ms
     for name, path in tqdm(accepted.items(), desc="latency", unit="variant"):
-        runner = ort_runner(ort_session(path, settings.threads))
+        runner = open_session(path, threads=settings.threads).run
         entries[name]["latency_ms"] = time_runner(runner, feed, runs=settings.runs, warmup=settings.warmup).p50_ms
         entries[name]["speedup_vs_pytorch"] = pytorch / entries[name]["latency_ms"]
     entries["pytorch"] = {"latency_ms": pytorch}
@@ -165,12 +166,6 @@ def add_latency(entries: dict, accepted: dict[str, Path], model, names: tuple[st
 
 def latency_feed(model, names: tuple[str, ...], config: ExportConfig) -> dict:
     return random_feed(names, config.latency.batch_size, config.latency.seq_len, int(model.config.vocab_size))
-
-
-def fastest(entries: dict) -> str | None:
-    """The accepted variant with the lowest latency measured in this run, on this machine."""
-    timed = {name: entry["latency_ms"] for name, entry in entries.items() if "latency_ms" in entry and "skipped" not in entry}
-    return min(timed, key=timed.get) if timed else None
 
 
 def write_extras(work: Path, model, tokenizer, source: str) -> None:

@@ -6,10 +6,8 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from alembert.decoding import joined
@@ -39,18 +37,6 @@ def random_feed(names: Sequence[str], batch_size: int, seq_len: int, vocab_size:
             "attention_mask": np.ones((batch_size, seq_len), dtype=np.int64),
             "token_type_ids": np.zeros((batch_size, seq_len), dtype=np.int64)}
     return {name: feed[name] for name in names}
-
-
-def ort_session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def ort_runner(session: ort.InferenceSession) -> Callable[[Feed], object]:
-    return lambda feed: session.run(None, feed)
 
 
 def torch_runner(model: torch.nn.Module) -> Callable[[Feed], object]:

@@ -62,10 +62,17 @@ def judged_precision(variant_precision: str, hint: str | None) -> str:
     return variant_precision
 
 
+def fastest(entries: dict) -> str | None:
+    """The accepted variant with the lowest latency measured in this run, on this machine."""
+    timed = {name: entry["latency_ms"] for name, entry in entries.items() if "latency_ms" in entry and "skipped" not in entry}
+    return min(timed, key=timed.get) if timed else None
+
+
 def fastest_overall(entries: dict, runtimes: dict) -> dict | None:
     """The (runtime, variant, precision hint) with the lowest latency measured in this run."""
-    timed = [{"runtime": DEFAULT, "variant": name, "precision_hint": None, "latency_ms": entry["latency_ms"]}
-             for name, entry in entries.items() if "latency_ms" in entry and "skipped" not in entry]
+    best = fastest(entries)
+    timed = [] if best is None else [{"runtime": DEFAULT, "variant": best, "precision_hint": None,
+                                      "latency_ms": entries[best]["latency_ms"]}]
     for runtime, table in runtimes.items():
         for key, entry in (table.get("variants") or {}).items():
             if "latency_ms" in entry:

@@ -51,11 +51,6 @@ def available_variants(manifest: dict) -> list[str]:
     return [name for name, entry in manifest["variants"].items() if isinstance(entry, dict) and "file" in entry]
 
 
-def load_session(path: Path, threads: int | None, runtime: str = DEFAULT, hint: str | None = None):
-    """`path` on `runtime` (export.backends), with one clear line for a missing or corrupt file."""
-    return open_session(path, runtime, threads, hint)
-
-
 def chosen_runtime(manifest: dict, variant: str | None, runtime: str, hint: str | None) -> tuple[str | None, str, str | None]:
     """(variant, runtime, hint) to run: "fastest" is the manifest's fastest where its runtime is installed, else
     onnxruntime's fastest variant; a runtime that is not installed falls back to onnxruntime, said in one line."""
@@ -159,7 +154,7 @@ class Predictor:
             raise fail(f"bundle {self.bundle} has no variant '{self.variant}'", f"choose one of {', '.join(names)}")
         if aggregation not in AGGREGATIONS:
             raise fail(f"aggregation '{aggregation}' is unknown", f"use one of {', '.join(AGGREGATIONS)}")
-        self.session = load_session(self.bundle / self.manifest["variants"][self.variant]["file"], threads, self.runtime, hint)
+        self.session = open_session(self.bundle / self.manifest["variants"][self.variant]["file"], self.runtime, threads, hint)
         self.max_length = int(self.manifest.get("max_length", 128))
         self.tokenizer, self.pad_id = load_tokenizer(self.bundle, self.max_length)
         self.labels = list(self.manifest.get("labels") or [])

@@ -142,3 +142,10 @@ def test_with_the_cache_the_teacher_runs_only_its_one_pass_and_trains_the_same_s
     assert moved > 1e-2  # training changed the student far more than the tolerance below
     for a, b in zip(students[True][0].parameters(), students[False][0].parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=5e-4)
+
+
+def test_a_cache_dir_that_is_not_a_directory_is_one_clear_line(setup, tmp_path):
+    from alembert.errors import AlembertError
+
+    with pytest.raises(AlembertError, match=r"train.cache_dir=.*missing is not a directory"):
+        built(setup, TINYBERT, CacheBudget(memory_gb=0.0, disk_dir=str(tmp_path / "missing")))

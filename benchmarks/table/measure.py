@@ -24,7 +24,8 @@ from alembert.tasks.base import Task
 from export.bundle import MANIFEST, export_model
 from export.config import ExportConfig, LatencyConfig
 from export.feeds import MetricBatch
-from export.measure import evaluate, ort_runner, ort_session, random_feed, time_in_turns, torch_runner
+from export.backends import open_session
+from export.measure import evaluate, random_feed, time_in_turns, torch_runner
 
 ONNX_METRICS = "onnx_metrics.json"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -89,7 +90,7 @@ def onnx_entries(record: dict, variants: tuple[str, ...], data: EvalSet, threads
     entries = []
     for name in variants:
         variant = manifest["variants"][name]
-        runner = feeding(ort_runner(ort_session(bundle / variant["file"], threads)), tuple(manifest["inputs"]))
+        runner = open_session(bundle / variant["file"], threads=threads).run  # takes the inputs its graph has
         pytorch_only = {key: value for key, value in record.items() if key not in PYTORCH_ONLY}
         entries.append(({**pytorch_only, "runtime": f"ONNX {name}", "metrics": metrics[name],
                          data.metric: metrics[name][data.metric], "size_mb": variant["size_mb"]}, runner))
@@ -119,7 +120,7 @@ def onnx_metrics(bundle: Path, manifest: dict, variants: tuple[str, ...], data: 
         return {name: value if isinstance(value, dict) else {data.metric: value} for name, value in saved.items()}
     metrics = {}
     for name in variants:
-        run = ort_runner(ort_session(bundle / manifest["variants"][name]["file"], threads))
+        run = open_session(bundle / manifest["variants"][name]["file"], threads=threads).run
         metrics[name] = data.metrics(run, set(manifest["inputs"]))
     atomic_write_text(cache, json.dumps(metrics, indent=2) + "\n")
     return metrics
