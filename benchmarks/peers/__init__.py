@@ -1,0 +1,1 @@
+"""`python -m benchmarks.peers`: the bundle side by side with Optimum, on the same student and the same CPU."""
