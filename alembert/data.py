@@ -49,6 +49,9 @@ class DataConfig:
     doc_stride: int = bounded(128, low=0)  # question answering: tokens consecutive windows of a long context share
     max_answer_length: int = bounded(30, low=1)  # question answering: the longest answer span, in tokens
     max_train_examples: int | None = bounded(None, low=1)
+    # Semi-supervised: only the first N training examples keep their labels. The teacher fine-tunes and the no-KD
+    # baseline trains on them; distillation reads every training example, through soft targets only.
+    labelled_examples: int | None = bounded(None, low=1)
     max_dev_examples: int | None = bounded(None, low=1)  # the first N of dev: cheaper evaluations during training
     max_test_examples: int | None = bounded(None, low=1)  # the first N of test: a cheaper final evaluation
     hub_config: str | None = None

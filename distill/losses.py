@@ -34,6 +34,7 @@ class LossSpec:
     projected: bool = False  # compares hidden states through a learned projection when widths differ (TinyBERT)
     soft_target_temperature: float | None = None  # softens the teacher at this default temperature (a KD term)
     classifier_only: bool = False  # reads a sequence classifier's logits and task labels, which raw text has not
+    reads_labels: bool = False  # reads the gold labels: refused on an unlabelled transfer set (data.labelled_examples)
     # (term, params, n_student, n_teacher) -> the teacher layers it reads (1-based, 0 = embedding output), so the
     # teacher cache keeps only those; None: every layer
     teacher_layers: Callable[[LossFn, dict, int, int], frozenset[int]] | None = None

@@ -82,9 +82,9 @@ def term_parameters(name: str) -> frozenset[str]:
     return frozenset(p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY) - SUPPLIED
 
 
-def check_recipe(recipe: RecipeConfig, *, layerdrop: float | None = None) -> None:
+def check_recipe(recipe: RecipeConfig, *, layerdrop: float | None = None, unlabelled: bool = False) -> None:
     """Every term known, every parameter and schedule one its term takes, no layer-wise term beside module replacement
-    or LayerDrop: one line before any model loads."""
+    or LayerDrop, no label-reading term on an `unlabelled` transfer set: one line before any model loads."""
     for stage in recipe.stages:
         for term in stage.terms:
             allowed = term_parameters(term.name)
@@ -93,6 +93,10 @@ def check_recipe(recipe: RecipeConfig, *, layerdrop: float | None = None) -> Non
                 raise fail(f"recipe stage '{stage.name}': the {term.name} term has no parameter {', '.join(unknown)}",
                            f"its parameters are: {', '.join(sorted(allowed)) or '(none)'}; schedules may also name weight")
             _schedules(term.schedules, f"{stage.name}.{term.name}.schedules.")
+            if unlabelled and LOSSES[term.name].reads_labels and (term.weight != 0 or term.schedules):
+                raise fail(f"data.labelled_examples distils on unlabelled examples, but recipe stage '{stage.name}' "
+                           f"weights the {term.name} term, which reads labels",
+                           "use soft targets only, e.g. recipe=kd kd.alpha=0, or drop data.labelled_examples")
         objective = Objective(tuple(Term(t.name, t.weight) for t in stage.terms))  # every name is known by now
         if stage.replacement is not None:
             check_objective(objective)

@@ -76,7 +76,8 @@ class RunConfig:
 
 @dataclass
 class Loaders:
-    """`train` fine-tunes the teacher; `transfer` (train, or its augmented copy) distils the student."""
+    """`train` fine-tunes the teacher; `transfer` (train, its augmented copy, or with data.labelled_examples every
+    training example where `train` holds the labelled ones) distils the student."""
 
     train: DataLoader
     dev: DataLoader | None
@@ -96,7 +97,11 @@ class Setup:
 
 def setup(config: RunConfig) -> Setup:
     """Resolve the teacher, load and validate the data and tokenise it: every bad input fails here, before training."""
-    check_recipe(config.recipe, layerdrop=config.train.layerdrop)  # a misspelt term parameter fails here, not as a TypeError mid-training
+    # a misspelt term parameter fails here, not as a TypeError mid-training
+    check_recipe(config.recipe, layerdrop=config.train.layerdrop, unlabelled=config.data.labelled_examples is not None)
+    if config.data.labelled_examples is not None and config.augment.enabled:
+        raise fail("data.labelled_examples and augment.enabled=true together are not supported",
+                   "the unlabelled examples already are the transfer set: set augment.enabled=false")
     if config.compress.passes:
         build_steps(config.compress.passes, config.compress.settings)  # and a bad pass setting, not after training
     source = resolve_source(config.teacher)
@@ -122,8 +127,8 @@ def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
 
     eval_split = "test" if "test" in task.splits else "dev" if "dev" in task.splits else "train"
     dev = build("dev", False) if "dev" in task.splits else None
-    train = build("train", True)
-    transfer = train
+    transfer = build("train", True)
+    train = transfer if config.data.labelled_examples is None else build_labelled(task, tokenizer, config)
     if config.augment.enabled and not task.task.augmentable():
         raise fail(f"augment.enabled=true does not work for the {task.task.name} task: replaced words would break its labels",
                    "set augment.enabled=false (augmentation is for sequence classification and regression)")
@@ -131,6 +136,17 @@ def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
         augmented = replace(task, splits={**task.splits, "train": augment_with(config.augment, task.splits["train"])})
         transfer = make_loaders(augmented, tokenizer, replace(config, augment=replace(config.augment, enabled=False))).train
     return Loaders(train=train, dev=dev, eval=build(eval_split, False), eval_split=eval_split, transfer=transfer)
+
+
+def build_labelled(task: TaskData, tokenizer, config: RunConfig) -> DataLoader:
+    """The first data.labelled_examples training examples: what the teacher and the baseline learn labels from."""
+    examples = task.splits["train"]
+    if config.data.labelled_examples >= len(examples):
+        raise fail(f"data.labelled_examples={config.data.labelled_examples} leaves no unlabelled training example "
+                   f"(the training set has {len(examples)})", f"set it below {len(examples)}, or drop it")
+    labelled = replace(task, splits={**task.splits, "train": examples[: config.data.labelled_examples]})
+    rows = encode(labelled, "train", tokenizer, config.data)
+    return loader(rows, tokenizer, batch_size=config.train.batch_size, task=task.task, shuffle=True, seed=config.train.seed)
 
 
 def prepare_teacher(run: Setup, config: RunConfig, *, out_dir: Path | None = None,
@@ -187,7 +203,7 @@ def _finetune_key(run: Setup, config: RunConfig) -> str:
     weights = Path(run.source) / "model.safetensors"
     if weights.is_file():
         digest.update(str(weights.stat().st_size).encode() + str(weights.stat().st_mtime_ns).encode())
-    for example in run.task.splits["train"]:
+    for example in run.task.splits["train"][: config.data.labelled_examples]:  # what it learns from
         digest.update(f"{example.text}\t{example.text_pair}\t{example.label}\n".encode())
     return digest.hexdigest()[:16]
 

@@ -22,7 +22,7 @@ def kd_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
     return task.soft_loss(s_logits, t_logits, temperature, scale_by_t2=scale_by_t2)
 
 
-@register("hard", needs_teacher=False, classifier_only=True)
+@register("hard", needs_teacher=False, classifier_only=True, reads_labels=True)
 def hard_loss(student: Features, teacher: Features | None, *, mask: Tensor | None = None) -> Tensor:
     """The task's loss against the gold labels (cross-entropy, or MSE for regression)."""
     if student.labels is None:
