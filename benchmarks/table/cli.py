@@ -36,7 +36,7 @@ Compose = Callable[[list[str]], dict]  # python -m distill overrides -> the reso
 def compose_rows(bench: BenchConfig, compose: Compose) -> list[Row]:
     shared = [*bench.base_overrides, *data_overrides(bench), *bench.settings.overrides]
     rows, keys = [], {}
-    for spec in bench.rows:
+    for spec in bench.active_rows:
         overrides = (*shared, *spec.overrides, *bench.overrides)  # the user's last, so they win
         raw = compose(list(overrides))
         # the resolved settings, not only the overrides: a row whose defaults changed (say bucketing) is trained anew
@@ -50,7 +50,7 @@ def run_benchmark(raw: dict, module: str, compose: Compose) -> None:
     """Check everything, then train, measure and report; bad input is one line, not a traceback."""
     def job() -> None:
         bench = from_dict(BenchConfig, {key: value for key, value in raw.items() if key != "hydra"})
-        check_rows(bench.rows)
+        check_rows(bench.active_rows)
         rows = compose_rows(bench, compose)
         command = f"python -m {module} " + shlex.join(sys.argv[1:])  # quoted, so it can be pasted back
         from benchmarks.table.run import run  # after the checks: bad input fails before torch loads

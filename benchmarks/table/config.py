@@ -17,6 +17,18 @@ ROW_KINDS = ("teacher", "baseline", "distil", "compress")
 
 
 @dataclass(frozen=True)
+class RowSpec:
+    """One row of a benchmark (alembert/conf/sst2.yaml, alembert/conf/recipes.yaml): how it is built, from which row, with which python -m distill overrides."""
+
+    id: str
+    label: str
+    kind: str
+    overrides: tuple[str, ...] = ()
+    parent: str | None = None
+    baseline: str | None = None  # an earlier row to test this one against (paired, on the same test sentences)
+
+
+@dataclass(frozen=True)
 class ModeConfig:
     """What `mode=full`, `mode=quick`, ... changes: shared overrides, the data and how long to time each model."""
 
@@ -27,18 +39,8 @@ class ModeConfig:
     notes: str = ""  # a line under the table's header: training subsets, what an example is, ...
     latency_runs: int = 50
     throughput_runs: int = 10
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    """One row of a benchmark (alembert/conf/sst2.yaml, alembert/conf/recipes.yaml): how it is built, from which row, with which python -m distill overrides."""
-
-    id: str
-    label: str
-    kind: str
-    overrides: tuple[str, ...] = ()
-    parent: str | None = None
-    baseline: str | None = None  # an earlier row to test this one against (paired, on the same test sentences)
+    rows: tuple[RowSpec, ...] = ()  # the mode's own rows, in place of the benchmark's (e.g. sst2's labelled mode)
+    onnx_variants: tuple[str, ...] | None = None  # None: the benchmark's
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,15 @@ class BenchConfig:
         if self.mode not in self.modes:
             raise fail(f"mode={self.mode} is unknown", f"use one of: {', '.join(self.modes)}")
         return from_dict(ModeConfig, self.modes[self.mode])
+
+    @property
+    def active_rows(self) -> tuple[RowSpec, ...]:
+        return self.settings.rows or self.rows
+
+    @property
+    def active_variants(self) -> tuple[str, ...]:
+        variants = self.settings.onnx_variants
+        return self.onnx_variants if variants is None else variants
 
     @property
     def results_name(self) -> str:

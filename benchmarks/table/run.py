@@ -20,7 +20,7 @@ def run(bench: BenchConfig, rows: list[Row], work: Path, *, command: str) -> lis
     compare_to_baselines(records, baselines, data, ctx.prepared.loaders.eval)
     timing = Settings(runs=bench.settings.latency_runs, throughput_runs=bench.settings.throughput_runs, threads=bench.threads,
                       seq_len=bench.seq_len, throughput_batch=bench.throughput_batch)
-    entries = measure_all(records, bench.onnx_variants, data, timing)
+    entries = measure_all(records, bench.active_variants, data, timing)
     layout = Layout(bench.results_name, bench.settings.dataset, bench.columns or default_columns(data.metric), bench.threads,
                     seq_len=bench.seq_len, throughput_batch=bench.throughput_batch, metric=data.metric, metric_label=bench.metric_label, notes=bench.settings.notes)
     path = write_results(entries, Path(bench.results_dir), layout, command=command)
