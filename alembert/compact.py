@@ -11,7 +11,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from alembert.families import LAYER_PARTS, part, prunable_layers, require_family, require_float32
+from alembert.families import part, prunable_families, prunable_layers, require_family, require_float32
 
 
 def _example_inputs(model: nn.Module) -> dict[str, Tensor]:
@@ -65,7 +65,7 @@ def compact_for_export(model: nn.Module) -> nn.Module:
     The result computes the same logits with fewer weights, and layers may then differ in head and FFN
     counts, which stock configs cannot describe: export it (ONNX) or run it, but do not save_pretrained it.
     """
-    require_family(model, tuple(LAYER_PARTS), "compact_for_export")
+    require_family(model, prunable_families(), "compact_for_export")
     require_float32(model, "compact_for_export")
     layers = prunable_layers(model, "compact_for_export")
     graph = dependency_graph(model)

@@ -19,13 +19,9 @@ from alembert.config import bounded
 from alembert.tasks.base import Task
 from alembert.tasks import task_of
 from alembert.errors import fail
-from alembert.modeldir import MODEL_INPUTS, SUPPORTED_FAMILIES, load_model_dir
+from alembert.families import FAMILIES, entry
+from alembert.modeldir import MODEL_INPUTS, load_model_dir
 
-# Families whose config calls the FFN width something other than `intermediate_size`.
-FFN_KEY = {"distilbert": "hidden_dim"}
-LAYER_KEY = re.compile(r"^(?P<prefix>.*\.layer\.)(?P<index>\d+)(?P<rest>\..*)$")
-VALUE_SUFFIXES = (".attention.self.value", ".attention.v_lin", ".attention.value")
-ATTENTION_SUFFIXES = (".attention.self", ".attention")
 
 
 @dataclass(frozen=True)
@@ -128,10 +124,11 @@ def in_fp32(features: Features | None) -> Features | None:
 
 def value_projections(model: nn.Module) -> list[nn.Module]:
     """Each layer's value projection, in forward order (an ALBERT group's shared one fires once per layer)."""
-    modules = [module for name, module in model.named_modules() if name.endswith(VALUE_SUFFIXES)]
+    suffix = entry(model).value_suffix
+    modules = [module for name, module in model.named_modules() if name.endswith(suffix)]
     if not modules:
-        raise fail(f"cannot find value projections in a {model.config.model_type} model",
-                   f"value-relation losses support {', '.join(SUPPORTED_FAMILIES)}")
+        raise fail(f"cannot find value projections ({suffix}) in a {model.config.model_type} model",
+                   f"value-relation losses support {', '.join(FAMILIES.names())}")
     return modules
 
 
@@ -143,8 +140,9 @@ def split_heads(projected: Tensor, num_heads: int) -> Tensor:
 
 def disable_attention_dropout(model: nn.Module) -> None:
     """Attention losses must see clean maps: transformers returns them after dropout in train mode."""
+    suffix = entry(model).attention_suffix
     for name, module in model.named_modules():
-        if name.endswith(ATTENTION_SUFFIXES) and isinstance(getattr(module, "dropout", None), nn.Dropout):
+        if name.endswith(suffix) and isinstance(getattr(module, "dropout", None), nn.Dropout):
             module.dropout.p = 0.0
     for key in ("attention_probs_dropout_prob", "attention_dropout"):
         if hasattr(model.config, key):
@@ -175,7 +173,7 @@ def student_config(teacher_config: PretrainedConfig, config: StudentConfig) -> P
         raise fail(f"student hidden size {cfg.hidden_size} is not divisible by {cfg.num_attention_heads} heads",
                    "choose student.hidden_size and student.num_heads so that heads divide the hidden size")
     if config.intermediate_size is not None:
-        setattr(cfg, FFN_KEY.get(cfg.model_type, "intermediate_size"), config.intermediate_size)
+        setattr(cfg, FAMILIES[cfg.model_type].ffn_key, config.intermediate_size)
     return cfg
 
 
@@ -203,8 +201,9 @@ def init_from_teacher(student: PreTrainedModel, teacher: PreTrainedModel, layers
                    f"pick layers between 0 and {n_teacher - 1}")
     source = teacher.state_dict()
     target = student.state_dict()
+    pattern = layer_key(teacher)
     for key, value in source.items():
-        mapped = _student_key(key, layers)
+        mapped = _student_key(key, layers, pattern)
         if mapped is None or mapped not in target:
             continue
         if target[mapped].shape != value.shape:
@@ -214,8 +213,16 @@ def init_from_teacher(student: PreTrainedModel, teacher: PreTrainedModel, layers
     student.load_state_dict(target)
 
 
-def _student_key(teacher_key: str, layers: tuple[int, ...]) -> str | None:
-    match = LAYER_KEY.match(teacher_key)
+def layer_key(model: nn.Module) -> re.Pattern | None:
+    """State-dict keys of the family's layer list: `<prefix><layers>.<index><rest>` (None: no per-layer list)."""
+    layers = entry(model).layers
+    if layers is None:
+        return None
+    return re.compile(rf"^(?P<prefix>(?:.*\.)?{re.escape(layers)}\.)(?P<index>\d+)(?P<rest>\..*)$")
+
+
+def _student_key(teacher_key: str, layers: tuple[int, ...], pattern: re.Pattern | None) -> str | None:
+    match = pattern.match(teacher_key) if pattern is not None else None
     if match is None:
         return teacher_key
     index = int(match["index"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassification, BertConfig, BertTokenizerFast, DistilBertConfig,
-                          ElectraConfig, RobertaConfig)
+                          AlbertConfig, ElectraConfig, RobertaConfig, XLMRobertaConfig)
 
 from alembert.demo import vocabulary
 
@@ -43,6 +43,10 @@ def tiny_config(family: str, vocab_size: int, layers: int = 4):
                                          intermediate_size=64, max_position_embeddings=130, **common),
         "distilbert": lambda: DistilBertConfig(dim=32, n_layers=layers, n_heads=4, hidden_dim=64,
                                                max_position_embeddings=128, **common),
+        "xlm-roberta": lambda: XLMRobertaConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                                                intermediate_size=64, max_position_embeddings=130, **common),
+        "albert": lambda: AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                                       intermediate_size=64, max_position_embeddings=128, **common),
         "electra": lambda: ElectraConfig(embedding_size=32, hidden_size=32, num_hidden_layers=layers,
                                          num_attention_heads=4, intermediate_size=64, max_position_embeddings=128, **common),
     }

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from alembert.families import LAYER_PARTS, family, part, prunable_layers, record, require_family, require_float32
+from alembert.families import family, prunable_families, part, prunable_layers, record, require_family, require_float32
 from compress.passes.prune import check_settings, group_scores
 from alembert.compact import prune_out_channels
 from compress.registry import register_pass
@@ -66,7 +66,7 @@ def lowest(scores: torch.Tensor, count: int) -> list[int]:
 @register_pass("prune_hidden", PruneHiddenConfig)
 def prune_hidden(model: nn.Module, config: PruneHiddenConfig, *, batches=None) -> nn.Module:
     require_float32(model, "prune_hidden")
-    require_family(model, tuple(LAYER_PARTS), "prune_hidden")
+    require_family(model, prunable_families(), "prune_hidden")
     heads, hidden = model.config.num_attention_heads, model.config.hidden_size
     width = hidden // heads
     new_width = max(1, round(width * (1 - config.ratio)))

@@ -1,0 +1,79 @@
+"""The model-family registry: each entry describes its family's real module layout, every stage asks it, and a
+family it does not know is refused in one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification, GPT2Config
+
+from alembert import families
+from alembert.errors import AlembertError
+from alembert.families.base import FAMILIES, Family
+from alembert.modeldir import check_family
+from conftest import tiny_config, tiny_tokenizer
+from distill.models import StudentConfig, build_student, value_projections
+
+LAYERS = 4
+
+
+@pytest.fixture(scope="module")
+def vocab_size(tmp_path_factory) -> int:
+    return len(tiny_tokenizer(tmp_path_factory.mktemp("tok")))
+
+
+def tiny(model_type: str, vocab_size: int, layers: int = LAYERS) -> nn.Module:
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(tiny_config(model_type, vocab_size, layers)).eval()
+
+
+@pytest.mark.parametrize("model_type", FAMILIES.names())
+def test_every_entry_matches_its_familys_modules(model_type, vocab_size):
+    model = tiny(model_type, vocab_size)
+    entry = families.entry(model)
+    assert getattr(model.config, entry.layer_count_key) == LAYERS
+    assert hasattr(model.config, entry.ffn_key)
+    if entry.layers is not None:
+        layers = families.layer_list(model, "test")
+        assert isinstance(layers, nn.ModuleList) and len(layers) == LAYERS
+    if entry.parts is not None:
+        for layer in families.prunable_layers(model, "test"):
+            for role in ("query", "key", "value", "attention_out", "ffn_in", "ffn_out"):
+                assert isinstance(families.part(model, layer, role), nn.Linear), role
+    # one value projection per distinct layer (ALBERT's single shared group has one)
+    distinct = 1 if entry.layers is None else LAYERS
+    assert len(value_projections(model)) == distinct
+
+
+@pytest.mark.parametrize("model_type", [name for name in FAMILIES.names() if FAMILIES[name].layers is not None])
+def test_student_init_copies_exactly_the_named_teacher_layers(model_type, vocab_size):
+    teacher = tiny(model_type, vocab_size)
+    student = build_student(teacher, StudentConfig(num_layers=2, teacher_layers=(3, 1)))
+    teacher_layers, student_layers = families.layer_list(teacher, "t"), families.layer_list(student, "s")
+    for student_index, teacher_index in enumerate((3, 1)):
+        mine, theirs = student_layers[student_index].state_dict(), teacher_layers[teacher_index].state_dict()
+        assert mine.keys() == theirs.keys()
+        assert all(torch.equal(mine[key], theirs[key]) for key in mine)
+    assert torch.equal(student.base_model.embeddings.word_embeddings.weight, teacher.base_model.embeddings.word_embeddings.weight)
+
+
+def test_positions_after_padding_only_for_roberta_families(vocab_size):
+    assert families.entry(tiny("roberta", vocab_size)).position_offset(tiny_config("roberta", vocab_size)) == 1
+    assert families.entry(tiny("bert", vocab_size)).position_offset(tiny_config("bert", vocab_size)) == 0
+
+
+def test_a_second_entry_for_a_family_is_refused():
+    with pytest.raises(AlembertError, match="model family 'bert' is registered twice"):
+        FAMILIES.add("bert", Family("bert", layers="encoder.layer"))
+
+
+def test_an_unknown_family_is_one_line_naming_the_known_ones(tmp_path):
+    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(tmp_path)
+    with pytest.raises(AlembertError, match=r"'gpt2' model, which alembert does not support.*bert, electra"):
+        check_family(str(tmp_path))
+
+
+def test_a_pass_on_a_family_without_the_parts_names_the_supported_ones(vocab_size):
+    with pytest.raises(AlembertError, match="does not support the 'distilbert' model family; it supports: albert, bert"):
+        families.prunable_layers(tiny("distilbert", vocab_size), "prune_heads")
