@@ -11,7 +11,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from alembert.families import part, prunable_families, prunable_layers, require_family, require_float32
+from alembert.families import entry, part, prunable_families, prunable_layers, require_family, require_float32
 
 
 def _example_inputs(model: nn.Module) -> dict[str, Tensor]:
@@ -74,8 +74,9 @@ def compact_for_export(model: nn.Module) -> nn.Module:
         width = attention.attention_head_size
         dead = _dead_heads(model, layer)
         prune_out_channels(graph, part(model, layer, "query"), [h * width + i for h in dead for i in range(width)])
-        attention.num_attention_heads -= len(dead)
-        attention.all_head_size = attention.num_attention_heads * width
+        heads = getattr(attention, entry(model).head_count_attr) - len(dead)
+        setattr(attention, entry(model).head_count_attr, heads)
+        attention.all_head_size = heads * width
         prune_out_channels(graph, part(model, layer, "ffn_in"), _dead_neurons(model, layer))
     model.alembert_compact = True  # save_compressed refuses it: its shapes no longer match its config
     return model

@@ -29,6 +29,7 @@ class Family:
     layer_count_key: str = "num_hidden_layers"
     ffn_key: str = "intermediate_size"  # the config key of the FFN width
     parts: Mapping[str, str] | None = None  # pruning roles -> module paths in a layer; None: head/FFN passes refuse it
+    head_count_attr: str = "num_attention_heads"  # the self-attention module's own count of heads
     value_suffix: str = ".attention.self.value"  # the value projection MiniLM's value relation hooks
     attention_suffix: str = ".attention.self"  # the modules whose attention dropout layer-wise terms switch off
     positions_after_padding: bool = False  # RoBERTa numbers positions from pad_token_id + 1

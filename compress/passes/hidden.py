@@ -9,7 +9,7 @@ model was trained with (the stock model divides by sqrt(head width)).
 
 The residual channels are ranked by torch-pruning over their whole coupled group (embeddings or the
 embedding projection, every LayerNorm, every residual linear). The pooler (or RoBERTa/ELECTRA head
-dense), which stock configs also size hidden x hidden, loses its least important outputs as well.
+dense, DistilBERT's pre_classifier), which stock configs also size hidden x hidden, loses its least important outputs as well.
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ def residual_root(model: nn.Module) -> nn.Module:
 
 
 def square_head(model: nn.Module) -> nn.Linear | None:
-    """The hidden x hidden dense of the classification head (BERT/ALBERT pooler, RoBERTa/ELECTRA head)."""
+    """The hidden x hidden dense of the classification head (BERT/ALBERT pooler, RoBERTa/ELECTRA head, DistilBERT's
+    pre_classifier)."""
+    if isinstance(getattr(model, "pre_classifier", None), nn.Linear):
+        return model.pre_classifier
     pooler = getattr(model.base_model, "pooler", None)
     if isinstance(pooler, nn.Linear):
         return pooler
