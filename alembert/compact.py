@@ -59,6 +59,16 @@ def _dead_neurons(model: nn.Module, layer: nn.Module) -> list[int]:
     return dead[: len(alive) - 1]
 
 
+def _cut_dead_heads(model: nn.Module, layer: nn.Module, graph: tp.DependencyGraph) -> None:
+    attention = part(model, layer, "self_attention")
+    width = attention.attention_head_size
+    dead = _dead_heads(model, layer)
+    prune_out_channels(graph, part(model, layer, "query"), [h * width + i for h in dead for i in range(width)])
+    heads = getattr(attention, entry(model).head_count_attr) - len(dead)
+    setattr(attention, entry(model).head_count_attr, heads)
+    attention.all_head_size = heads * width
+
+
 def compact_for_export(model: nn.Module) -> nn.Module:
     """Physically remove zeroed heads and padded FFN neurons, layer by layer, for an in-memory export.
 
@@ -70,13 +80,8 @@ def compact_for_export(model: nn.Module) -> nn.Module:
     layers = prunable_layers(model, "compact_for_export")
     graph = dependency_graph(model)
     for layer in layers:
-        attention = part(model, layer, "self_attention")
-        width = attention.attention_head_size
-        dead = _dead_heads(model, layer)
-        prune_out_channels(graph, part(model, layer, "query"), [h * width + i for h in dead for i in range(width)])
-        heads = getattr(attention, entry(model).head_count_attr) - len(dead)
-        setattr(attention, entry(model).head_count_attr, heads)
-        attention.all_head_size = heads * width
+        if entry(model).compact_heads:
+            _cut_dead_heads(model, layer, graph)
         prune_out_channels(graph, part(model, layer, "ffn_in"), _dead_neurons(model, layer))
     model.alembert_compact = True  # save_compressed refuses it: its shapes no longer match its config
     return model

@@ -100,7 +100,8 @@ def load_classifier(source: str, label_names: tuple[str, ...] | None = None, *, 
     config = check_family(source)
     task = task or task_of(config)
     # A head trained for another label count is reported as mismatched (and re-initialised), not a load error.
-    kwargs: dict = {"attn_implementation": "eager" if attentions else "sdpa", "ignore_mismatched_sizes": True,
+    kwargs: dict = {"attn_implementation": "eager" if attentions else FAMILIES[config.model_type].attention,
+                    "ignore_mismatched_sizes": True,
                     **task.head_kwargs(label_names)}
     model, info = _from_pretrained(task.model_class.from_pretrained, source, output_loading_info=True, **kwargs)
     head_trained = not (info["missing_keys"] or info["mismatched_keys"])

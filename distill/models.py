@@ -182,7 +182,7 @@ def build_student(teacher: PreTrainedModel, config: StudentConfig) -> PreTrained
     if config.init not in ("teacher", "random"):
         return load_model_dir(config.init)
     cfg = student_config(teacher.config, config)
-    student = task_of(cfg).model_class.from_config(cfg, attn_implementation="sdpa")
+    student = task_of(cfg).model_class.from_config(cfg, attn_implementation=entry(teacher).attention)
     if config.init == "teacher":
         layers = config.teacher_layers or default_teacher_layers(teacher.config.num_hidden_layers, config.num_layers)
         init_from_teacher(student, teacher, tuple(layers))

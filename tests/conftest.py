@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassification, BertConfig, BertTokenizerFast, DistilBertConfig,
-                          AlbertConfig, ElectraConfig, RobertaConfig, XLMRobertaConfig)
+                          AlbertConfig, DebertaV2Config, ElectraConfig, MPNetConfig, RobertaConfig,
+                          XLMRobertaConfig)
 
 from alembert.demo import vocabulary
 
@@ -47,6 +48,12 @@ def tiny_config(family: str, vocab_size: int, layers: int = 4):
                                                 intermediate_size=64, max_position_embeddings=130, **common),
         "albert": lambda: AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                                        intermediate_size=64, max_position_embeddings=128, **common),
+        "deberta-v2": lambda: DebertaV2Config(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+                                              max_position_embeddings=128, relative_attention=True, position_buckets=16,
+                                              pos_att_type=["p2c", "c2p"], share_att_key=True, norm_rel_ebd="layer_norm",
+                                              type_vocab_size=0, **common),
+        "mpnet": lambda: MPNetConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+                                     max_position_embeddings=130, **common),
         "electra": lambda: ElectraConfig(embedding_size=32, hidden_size=32, num_hidden_layers=layers,
                                          num_attention_heads=4, intermediate_size=64, max_position_embeddings=128, **common),
     }

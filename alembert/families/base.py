@@ -30,8 +30,12 @@ class Family:
     ffn_key: str = "intermediate_size"  # the config key of the FFN width
     parts: Mapping[str, str] | None = None  # pruning roles -> module paths in a layer; None: head/FFN passes refuse it
     head_count_attr: str = "num_attention_heads"  # the self-attention module's own count of heads
+    # zeroed heads can be cut out for export; False where a per-head table shared by all layers (MPNet's relative
+    # position bias) fixes every layer's head count: pruned heads then stay in the graph as zeros
+    compact_heads: bool = True
     value_suffix: str = ".attention.self.value"  # the value projection MiniLM's value relation hooks
     attention_suffix: str = ".attention.self"  # the modules whose attention dropout layer-wise terms switch off
+    attention: str = "sdpa"  # the fastest attention its transformers classes take (eager, which alone returns maps, is asked for those)
     positions_after_padding: bool = False  # RoBERTa numbers positions from pad_token_id + 1
     albert_source: bool = False  # the ALBERT converter maps it exactly (share_layers, factorize_embeddings)
     # the distinct layers head/FFN passes edit; None: the layer list
