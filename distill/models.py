@@ -86,7 +86,7 @@ def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool
     if attentions and getattr(model.config, "_attn_implementation", "eager") != "eager":
         model.set_attn_implementation("eager")  # sdpa gives no attention maps
     inputs = {key: value for key, value in batch.items() if key in MODEL_INPUTS}
-    captured: list[Tensor] = []
+    captured: list[Tensor] = []  # each value projection's output (a fused one's last third is the value)
     hooks = [module.register_forward_hook(lambda _m, _i, out: captured.append(out)) for module in value_projections(model)] if values else []
     try:
         output = model(**inputs, output_hidden_states=hidden, output_attentions=attentions)
@@ -100,7 +100,7 @@ def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool
         attention_mask=batch["attention_mask"],
         hidden_states=output.hidden_states if hidden else None,
         attentions=output.attentions if attentions else None,
-        values=tuple(split_heads(v, heads) for v in captured) if values else None,
+        values=tuple(split_heads(value_part(model, v), heads) for v in captured) if values else None,
         labels=batch.get("labels"),
         task=task,
     )
@@ -132,6 +132,11 @@ def value_projections(model: nn.Module) -> list[nn.Module]:
     return modules
 
 
+def value_part(model: nn.Module, projected: Tensor) -> Tensor:
+    """The value channels of a value projection's output: all of them, or the last third of a fused QKV's."""
+    return projected.chunk(3, dim=-1)[2] if entry(model).fused_qkv else projected
+
+
 def split_heads(projected: Tensor, num_heads: int) -> Tensor:
     """A value Linear's output (batch, seq, heads*head_dim) -> (batch, heads, seq, head_dim), for Features.values."""
     batch, seq, width = projected.shape
@@ -158,10 +163,14 @@ def default_teacher_layers(teacher_layers: int, student_layers: int) -> tuple[in
 
 
 def student_config(teacher_config: PretrainedConfig, config: StudentConfig) -> PretrainedConfig:
-    """The teacher's config with the student's sizes; everything else (vocab, labels, family) is kept."""
+    """The teacher's config with the student's sizes; everything else (vocab, labels, family) is kept, and per-layer
+    settings (ModernBERT's attention pattern) are those of the teacher layers the student starts from."""
     cfg = copy.deepcopy(teacher_config)
     if config.num_layers < 1:
         raise fail(f"student.num_layers={config.num_layers} must be at least 1", "set student.num_layers=2 or more")
+    layers = config.teacher_layers or default_teacher_layers(teacher_config.num_hidden_layers, config.num_layers)
+    if len(layers) == config.num_layers and all(0 <= layer < teacher_config.num_hidden_layers for layer in layers):
+        FAMILIES[cfg.model_type].keep_layers(cfg, list(layers))  # init_from_teacher names a bad list in one line
     cfg.num_hidden_layers = config.num_layers
     if config.hidden_size is not None:
         cfg.hidden_size = config.hidden_size

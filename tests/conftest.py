@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassification, BertConfig, BertTokenizerFast, DistilBertConfig,
-                          AlbertConfig, DebertaV2Config, ElectraConfig, MPNetConfig, RobertaConfig,
+                          AlbertConfig, DebertaV2Config, ElectraConfig, ModernBertConfig, MPNetConfig, RobertaConfig,
                           XLMRobertaConfig)
 
 from alembert.demo import vocabulary
@@ -54,6 +54,9 @@ def tiny_config(family: str, vocab_size: int, layers: int = 4):
                                               type_vocab_size=0, **common),
         "mpnet": lambda: MPNetConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
                                      max_position_embeddings=130, **common),
+        "modernbert": lambda: ModernBertConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+                                               max_position_embeddings=128, global_attn_every_n_layers=2, local_attention=16,
+                                               bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3, **common),
         "electra": lambda: ElectraConfig(embedding_size=32, hidden_size=32, num_hidden_layers=layers,
                                          num_attention_heads=4, intermediate_size=64, max_position_embeddings=128, **common),
     }

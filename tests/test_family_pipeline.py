@@ -3,6 +3,7 @@ layer-wise terms on its features, save/load with identical logits, an ONNX bundl
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
@@ -31,7 +32,7 @@ def tokenizer(tmp_path_factory):
 
 def batch_for(model, tokenizer) -> dict:
     encoded = tokenizer(TEXTS, padding=True, return_tensors="pt")
-    takes_types = model.config.model_type not in ("distilbert", "mpnet") and getattr(model.config, "type_vocab_size", 1) > 0
+    takes_types = "token_type_ids" in inspect.signature(model.forward).parameters and getattr(model.config, "type_vocab_size", 1) > 0
     return {name: value for name, value in encoded.items() if name != "token_type_ids" or takes_types}
 
 

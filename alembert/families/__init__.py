@@ -94,8 +94,6 @@ def replace_part(model: nn.Module, layer: nn.Module, role: str, module: nn.Modul
     setattr(layer.get_submodule(parent) if parent else layer, attribute, module)
 
 
-def set_layer_count(model: nn.Module, count: int) -> None:
-    setattr(model.config, entry(model).layer_count_key, count)
 
 
 def record(model: nn.Module, entry: dict) -> None:

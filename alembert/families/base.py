@@ -34,12 +34,22 @@ class Family:
     # position bias) fixes every layer's head count: pruned heads then stay in the graph as zeros
     compact_heads: bool = True
     value_suffix: str = ".attention.self.value"  # the value projection MiniLM's value relation hooks
+    fused_qkv: bool = False  # the value_suffix module projects query, key and value at once (values: its last third)
+    per_layer_keys: tuple[str, ...] = ()  # config lists with one entry per layer (ModernBERT's layer_types)
     attention_suffix: str = ".attention.self"  # the modules whose attention dropout layer-wise terms switch off
     attention: str = "sdpa"  # the fastest attention its transformers classes take (eager, which alone returns maps, is asked for those)
     positions_after_padding: bool = False  # RoBERTa numbers positions from pad_token_id + 1
     albert_source: bool = False  # the ALBERT converter maps it exactly (share_layers, factorize_embeddings)
     # the distinct layers head/FFN passes edit; None: the layer list
     prunable: Callable[[nn.Module], list[nn.Module]] | None = field(default=None, compare=False)
+
+    def keep_layers(self, config, kept: list[int]) -> None:
+        """Set `config`'s layer count, and its per-layer lists, to the layers `kept` (indices into the old ones)."""
+        for key in self.per_layer_keys:
+            values = getattr(config, key, None)
+            if values is not None:
+                setattr(config, key, [values[index] for index in kept])
+        setattr(config, self.layer_count_key, len(kept))
 
     def position_offset(self, config) -> int:
         """How many position rows come before the first real token's."""
