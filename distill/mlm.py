@@ -24,6 +24,7 @@ from transformers import AutoModelForMaskedLM, PreTrainedModel
 from alembert.data import DataConfig, read_table
 from distill import engine  # the module, not its names: distill.losses may import this module while engine loads
 from alembert.config import bounded
+from alembert.families import entry
 from alembert.errors import atomic_dir, fail
 from distill.losses import LOSSES, soft_targets
 from alembert.modeldir import MODEL_INPUTS, _from_pretrained, load_tokenizer, resolve_source
@@ -225,7 +226,7 @@ def build_mlm_student(teacher: PreTrainedModel, config: StudentConfig) -> PreTra
     """A masked-LM student: fewer layers, initialised from alternate teacher layers (DistilBERT), at random, or from a directory."""
     if config.init not in ("teacher", "random"):
         return load_masked_lm(resolve_source(config.init))
-    student = AutoModelForMaskedLM.from_config(student_config(teacher.config, config), attn_implementation="sdpa")
+    student = AutoModelForMaskedLM.from_config(student_config(teacher.config, config), attn_implementation=entry(teacher).attention)
     if config.init == "teacher":
         layers = config.teacher_layers or default_teacher_layers(teacher.config.num_hidden_layers, config.num_layers)
         init_from_teacher(student, teacher, tuple(layers))  # the MLM head comes with the embeddings

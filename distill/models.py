@@ -19,13 +19,9 @@ from alembert.config import bounded
 from alembert.tasks.base import Task
 from alembert.tasks import task_of
 from alembert.errors import fail
-from alembert.modeldir import MODEL_INPUTS, SUPPORTED_FAMILIES, load_model_dir
+from alembert.families import FAMILIES, entry
+from alembert.modeldir import MODEL_INPUTS, load_model_dir
 
-# Families whose config calls the FFN width something other than `intermediate_size`.
-FFN_KEY = {"distilbert": "hidden_dim"}
-LAYER_KEY = re.compile(r"^(?P<prefix>.*\.layer\.)(?P<index>\d+)(?P<rest>\..*)$")
-VALUE_SUFFIXES = (".attention.self.value", ".attention.v_lin", ".attention.value")
-ATTENTION_SUFFIXES = (".attention.self", ".attention")
 
 
 @dataclass(frozen=True)
@@ -90,7 +86,7 @@ def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool
     if attentions and getattr(model.config, "_attn_implementation", "eager") != "eager":
         model.set_attn_implementation("eager")  # sdpa gives no attention maps
     inputs = {key: value for key, value in batch.items() if key in MODEL_INPUTS}
-    captured: list[Tensor] = []
+    captured: list[Tensor] = []  # each value projection's output (a fused one's last third is the value)
     hooks = [module.register_forward_hook(lambda _m, _i, out: captured.append(out)) for module in value_projections(model)] if values else []
     try:
         output = model(**inputs, output_hidden_states=hidden, output_attentions=attentions)
@@ -104,7 +100,7 @@ def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool
         attention_mask=batch["attention_mask"],
         hidden_states=output.hidden_states if hidden else None,
         attentions=output.attentions if attentions else None,
-        values=tuple(split_heads(v, heads) for v in captured) if values else None,
+        values=tuple(split_heads(value_part(model, v), heads) for v in captured) if values else None,
         labels=batch.get("labels"),
         task=task,
     )
@@ -128,11 +124,17 @@ def in_fp32(features: Features | None) -> Features | None:
 
 def value_projections(model: nn.Module) -> list[nn.Module]:
     """Each layer's value projection, in forward order (an ALBERT group's shared one fires once per layer)."""
-    modules = [module for name, module in model.named_modules() if name.endswith(VALUE_SUFFIXES)]
+    suffix = entry(model).value_suffix
+    modules = [module for name, module in model.named_modules() if name.endswith(suffix)]
     if not modules:
-        raise fail(f"cannot find value projections in a {model.config.model_type} model",
-                   f"value-relation losses support {', '.join(SUPPORTED_FAMILIES)}")
+        raise fail(f"cannot find value projections ({suffix}) in a {model.config.model_type} model",
+                   f"value-relation losses support {', '.join(FAMILIES.names())}")
     return modules
+
+
+def value_part(model: nn.Module, projected: Tensor) -> Tensor:
+    """The value channels of a value projection's output: all of them, or the last third of a fused QKV's."""
+    return projected.chunk(3, dim=-1)[2] if entry(model).fused_qkv else projected
 
 
 def split_heads(projected: Tensor, num_heads: int) -> Tensor:
@@ -143,8 +145,9 @@ def split_heads(projected: Tensor, num_heads: int) -> Tensor:
 
 def disable_attention_dropout(model: nn.Module) -> None:
     """Attention losses must see clean maps: transformers returns them after dropout in train mode."""
+    suffix = entry(model).attention_suffix
     for name, module in model.named_modules():
-        if name.endswith(ATTENTION_SUFFIXES) and isinstance(getattr(module, "dropout", None), nn.Dropout):
+        if name.endswith(suffix) and isinstance(getattr(module, "dropout", None), nn.Dropout):
             module.dropout.p = 0.0
     for key in ("attention_probs_dropout_prob", "attention_dropout"):
         if hasattr(model.config, key):
@@ -160,10 +163,14 @@ def default_teacher_layers(teacher_layers: int, student_layers: int) -> tuple[in
 
 
 def student_config(teacher_config: PretrainedConfig, config: StudentConfig) -> PretrainedConfig:
-    """The teacher's config with the student's sizes; everything else (vocab, labels, family) is kept."""
+    """The teacher's config with the student's sizes; everything else (vocab, labels, family) is kept, and per-layer
+    settings (ModernBERT's attention pattern) are those of the teacher layers the student starts from."""
     cfg = copy.deepcopy(teacher_config)
     if config.num_layers < 1:
         raise fail(f"student.num_layers={config.num_layers} must be at least 1", "set student.num_layers=2 or more")
+    layers = config.teacher_layers or default_teacher_layers(teacher_config.num_hidden_layers, config.num_layers)
+    if len(layers) == config.num_layers and all(0 <= layer < teacher_config.num_hidden_layers for layer in layers):
+        FAMILIES[cfg.model_type].keep_layers(cfg, list(layers))  # init_from_teacher names a bad list in one line
     cfg.num_hidden_layers = config.num_layers
     if config.hidden_size is not None:
         cfg.hidden_size = config.hidden_size
@@ -175,7 +182,7 @@ def student_config(teacher_config: PretrainedConfig, config: StudentConfig) -> P
         raise fail(f"student hidden size {cfg.hidden_size} is not divisible by {cfg.num_attention_heads} heads",
                    "choose student.hidden_size and student.num_heads so that heads divide the hidden size")
     if config.intermediate_size is not None:
-        setattr(cfg, FFN_KEY.get(cfg.model_type, "intermediate_size"), config.intermediate_size)
+        setattr(cfg, FAMILIES[cfg.model_type].ffn_key, config.intermediate_size)
     return cfg
 
 
@@ -184,7 +191,7 @@ def build_student(teacher: PreTrainedModel, config: StudentConfig) -> PreTrained
     if config.init not in ("teacher", "random"):
         return load_model_dir(config.init)
     cfg = student_config(teacher.config, config)
-    student = task_of(cfg).model_class.from_config(cfg, attn_implementation="sdpa")
+    student = task_of(cfg).model_class.from_config(cfg, attn_implementation=entry(teacher).attention)
     if config.init == "teacher":
         layers = config.teacher_layers or default_teacher_layers(teacher.config.num_hidden_layers, config.num_layers)
         init_from_teacher(student, teacher, tuple(layers))
@@ -203,8 +210,9 @@ def init_from_teacher(student: PreTrainedModel, teacher: PreTrainedModel, layers
                    f"pick layers between 0 and {n_teacher - 1}")
     source = teacher.state_dict()
     target = student.state_dict()
+    pattern = layer_key(teacher)
     for key, value in source.items():
-        mapped = _student_key(key, layers)
+        mapped = _student_key(key, layers, pattern)
         if mapped is None or mapped not in target:
             continue
         if target[mapped].shape != value.shape:
@@ -214,8 +222,16 @@ def init_from_teacher(student: PreTrainedModel, teacher: PreTrainedModel, layers
     student.load_state_dict(target)
 
 
-def _student_key(teacher_key: str, layers: tuple[int, ...]) -> str | None:
-    match = LAYER_KEY.match(teacher_key)
+def layer_key(model: nn.Module) -> re.Pattern | None:
+    """State-dict keys of the family's layer list: `<prefix><layers>.<index><rest>` (None: no per-layer list)."""
+    layers = entry(model).layers
+    if layers is None:
+        return None
+    return re.compile(rf"^(?P<prefix>(?:.*\.)?{re.escape(layers)}\.)(?P<index>\d+)(?P<rest>\..*)$")
+
+
+def _student_key(teacher_key: str, layers: tuple[int, ...], pattern: re.Pattern | None) -> str | None:
+    match = pattern.match(teacher_key) if pattern is not None else None
     if match is None:
         return teacher_key
     index = int(match["index"])

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from alembert import hardware
 from alembert.data import DataConfig
-from alembert.families import LAYER_PARTS, family, history
+from alembert.families import family, history, prunable_families
 from alembert.tasks.base import Task
 from alembert.tasks import task_of
 from alembert.compact import compact_for_export
@@ -117,7 +117,7 @@ def compacted(model):
     global FFN pruning zero-pads uneven layers; both cost time in the graph. Remove them before export:
     the logits are the same, and the parity check compares the graph with the compacted model."""
     zeroed = any(entry.get("leaves_zeroed") for entry in history(model))  # documented in alembert.families
-    if not zeroed or family(model) not in LAYER_PARTS:  # e.g. pruned, then shared as ALBERT
+    if not zeroed or family(model) not in prunable_families():  # e.g. pruned, then shared as ALBERT
         return model
     return compact_for_export(copy.deepcopy(model))
 

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from alembert.errors import fail
+from alembert.families import entry
 from alembert.tasks import task_of
 
 EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
@@ -119,7 +120,6 @@ def supported_length(model: PreTrainedModel, tokenizer, requested: int) -> int:
     """The longest input the graph can take: the position table (RoBERTa's starts after the padding
     index) and the tokenizer's own limit cap the requested length, so truncation never overflows positions."""
     positions = int(getattr(model.config, "max_position_embeddings", requested))
-    if model.config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        positions -= int(model.config.pad_token_id or 0) + 1
+    positions -= entry(model).position_offset(model.config)
     tokenizer_limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else requested
     return max(2, min(requested, positions, tokenizer_limit))

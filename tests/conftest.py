@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassification, BertConfig, BertTokenizerFast, DistilBertConfig,
-                          ElectraConfig, RobertaConfig)
+                          AlbertConfig, DebertaV2Config, ElectraConfig, ModernBertConfig, MPNetConfig, RobertaConfig,
+                          XLMRobertaConfig)
 
 from alembert.demo import vocabulary
 
@@ -43,6 +44,19 @@ def tiny_config(family: str, vocab_size: int, layers: int = 4):
                                          intermediate_size=64, max_position_embeddings=130, **common),
         "distilbert": lambda: DistilBertConfig(dim=32, n_layers=layers, n_heads=4, hidden_dim=64,
                                                max_position_embeddings=128, **common),
+        "xlm-roberta": lambda: XLMRobertaConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                                                intermediate_size=64, max_position_embeddings=130, **common),
+        "albert": lambda: AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                                       intermediate_size=64, max_position_embeddings=128, **common),
+        "deberta-v2": lambda: DebertaV2Config(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+                                              max_position_embeddings=128, relative_attention=True, position_buckets=16,
+                                              pos_att_type=["p2c", "c2p"], share_att_key=True, norm_rel_ebd="layer_norm",
+                                              type_vocab_size=0, **common),
+        "mpnet": lambda: MPNetConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+                                     max_position_embeddings=130, **common),
+        "modernbert": lambda: ModernBertConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
+                                               max_position_embeddings=128, global_attn_every_n_layers=2, local_attention=16,
+                                               bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3, **common),
         "electra": lambda: ElectraConfig(embedding_size=32, hidden_size=32, num_hidden_layers=layers,
                                          num_attention_heads=4, intermediate_size=64, max_position_embeddings=128, **common),
     }

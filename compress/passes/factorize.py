@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from compress.albert import SUPPORTED, to_albert
+from compress.albert import supported, to_albert
 from alembert.families import family, record, require_family, require_float32
 from compress.registry import register_pass
 from alembert.errors import fail
@@ -83,7 +83,7 @@ def factorize(model: nn.Module, embedding_size: int) -> dict[str, float]:
 @register_pass("factorize_embeddings", FactorizeEmbeddingsConfig)
 def factorize_embeddings(model: nn.Module, config: FactorizeEmbeddingsConfig, *, batches=None) -> nn.Module:
     require_float32(model, "factorize_embeddings")
-    require_family(model, SUPPORTED, "factorize_embeddings")
+    require_family(model, supported(), "factorize_embeddings")
     if family(model) != "albert":
         model = to_albert(model, groups=model.config.num_hidden_layers)
     errors = factorize(model, config.embedding_size)

@@ -9,7 +9,7 @@ model was trained with (the stock model divides by sqrt(head width)).
 
 The residual channels are ranked by torch-pruning over their whole coupled group (embeddings or the
 embedding projection, every LayerNorm, every residual linear). The pooler (or RoBERTa/ELECTRA head
-dense), which stock configs also size hidden x hidden, loses its least important outputs as well.
+dense, DistilBERT's pre_classifier), which stock configs also size hidden x hidden, loses its least important outputs as well.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from alembert.families import LAYER_PARTS, family, part, prunable_layers, record, require_family, require_float32
+from alembert.families import family, prunable_families, part, prunable_layers, record, require_family, require_float32
 from compress.passes.prune import check_settings, group_scores
 from alembert.compact import prune_out_channels
 from compress.registry import register_pass
@@ -49,7 +49,10 @@ def residual_root(model: nn.Module) -> nn.Module:
 
 
 def square_head(model: nn.Module) -> nn.Linear | None:
-    """The hidden x hidden dense of the classification head (BERT/ALBERT pooler, RoBERTa/ELECTRA head)."""
+    """The hidden x hidden dense of the classification head (BERT/ALBERT pooler, RoBERTa/ELECTRA head, DistilBERT's
+    pre_classifier)."""
+    if isinstance(getattr(model, "pre_classifier", None), nn.Linear):
+        return model.pre_classifier
     pooler = getattr(model.base_model, "pooler", None)
     if isinstance(pooler, nn.Linear):
         return pooler
@@ -66,7 +69,7 @@ def lowest(scores: torch.Tensor, count: int) -> list[int]:
 @register_pass("prune_hidden", PruneHiddenConfig)
 def prune_hidden(model: nn.Module, config: PruneHiddenConfig, *, batches=None) -> nn.Module:
     require_float32(model, "prune_hidden")
-    require_family(model, tuple(LAYER_PARTS), "prune_hidden")
+    require_family(model, prunable_families(), "prune_hidden")
     heads, hidden = model.config.num_attention_heads, model.config.hidden_size
     width = hidden // heads
     new_width = max(1, round(width * (1 - config.ratio)))

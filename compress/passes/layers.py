@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from alembert.families import layer_list, record, replace_layer_list, require_float32, set_layer_count
+from alembert.families import entry, layer_list, record, replace_layer_list, require_float32
 from compress.registry import register_pass
 from alembert.errors import fail
 
@@ -82,6 +82,6 @@ def drop_layers(model: nn.Module, config: DropLayersConfig, *, batches=None) -> 
             if hasattr(module, "layer_idx"):
                 module.layer_idx = index  # keeps cache indexing consistent with the new positions
     replace_layer_list(model, nn.ModuleList(kept))
-    set_layer_count(model, len(kept))
+    entry(model).keep_layers(model.config, [i for i in range(len(layers)) if i not in dropped])
     record(model, {"pass": "drop_layers", "dropped": sorted(dropped), "layers": len(kept)})
     return model

@@ -33,7 +33,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from alembert.families import (LAYER_PARTS, check_ratio, part, prunable_layers, record, replace_part, require_family,
+from alembert.families import (check_ratio, entry, prunable_families, part, prunable_layers, record, replace_part, require_family,
     require_float32)
 from compress.registry import register_pass
 from alembert.compact import out_pruner, out_width, dependency_graph, prune_out_channels
@@ -86,7 +86,7 @@ def check_settings(config, what: str) -> None:
 
 def check_model(model: nn.Module, what: str) -> None:
     require_float32(model, what)
-    require_family(model, tuple(LAYER_PARTS), what)
+    require_family(model, prunable_families(), what)
 
 
 def _accumulate_taylor_gradients(model: nn.Module, batches: Iterable[dict] | None, count: int, what: str) -> None:
@@ -192,7 +192,7 @@ def prune_ffn(model: nn.Module, config: PruneFfnConfig, *, batches=None) -> nn.M
     width = max(kept)
     for layer in layers:
         pad_ffn(model, layer, width)
-    model.config.intermediate_size = width
+    setattr(model.config, entry(model).ffn_key, width)
     record(model, {"pass": "prune_ffn", "neurons_per_layer": kept, "stored_width": width})
     return model
 

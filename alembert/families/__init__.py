@@ -1,6 +1,7 @@
 """What each pass needs to know about a model: its family, where its layers live, and its state.
 
-Only this module (and the ALBERT converter) knows the module layout of each family.
+Family knowledge is one registry entry per family (alembert/families/<family>.py, base.Family); the functions
+here answer from the entry, so no stage keeps its own table of families. Only the ALBERT converter knows more.
 """
 
 from __future__ import annotations
@@ -8,26 +9,8 @@ from __future__ import annotations
 from torch import nn
 
 from alembert.errors import fail
+from alembert.families.base import FAMILIES, Family, supporting
 
-# Families whose layers are `encoder.layer[i]` with `attention.self.{query,key,value}`,
-# `attention.output.dense`, `intermediate.dense` and `output.dense`.
-BERT_LIKE = ("bert", "roberta", "xlm-roberta", "electra")
-# Families the ALBERT converter maps exactly (their classifier heads have an ALBERT equivalent).
-ALBERT_SOURCES = ("bert", "roberta", "xlm-roberta")
-ROBERTA_LIKE = ("roberta", "xlm-roberta")
-# Where the list of layers lives, and the config key that counts them.
-LAYER_LISTS = {
-    **{family: ("encoder.layer", "num_hidden_layers") for family in BERT_LIKE},
-    "distilbert": ("transformer.layer", "n_layers"),
-}
-# Where each family keeps the pieces structured pruning edits, relative to one layer.
-LAYER_PARTS = {
-    **{family: {"self_attention": "attention.self", "query": "attention.self.query", "key": "attention.self.key",
-                "value": "attention.self.value", "attention_out": "attention.output.dense",
-                "ffn_in": "intermediate.dense", "ffn_out": "output.dense"} for family in BERT_LIKE},
-    "albert": {"self_attention": "attention", "query": "attention.query", "key": "attention.key", "value": "attention.value",
-               "attention_out": "attention.dense", "ffn_in": "ffn", "ffn_out": "ffn_output"},
-}
 # The compression metadata in config.json, versioned: `alembert_compression` lists one entry per pass in order,
 # {"pass": name, ...its settings, "leaves_zeroed": true when it zeroed structure a stock config cannot drop (export
 # compacts the model then)}; `alembert_compression_version` is HISTORY_VERSION. compress writes it, compress.saving
@@ -40,11 +23,28 @@ def family(model: nn.Module) -> str:
     return getattr(model.config, "model_type", type(model).__name__)
 
 
+def entry(model: nn.Module) -> Family:
+    """The model's registry entry; an unknown family is one line naming the known ones."""
+    name = family(model)
+    if name not in FAMILIES:
+        raise fail(f"alembert does not support the '{name}' model family", f"use one of: {', '.join(FAMILIES.names())}")
+    return FAMILIES[name]
+
+
 def require_family(model: nn.Module, supported: tuple[str, ...], what: str) -> str:
     name = family(model)
     if name not in supported:
         raise fail(f"{what} does not support the '{name}' model family", f"it supports: {', '.join(supported)}")
     return name
+
+
+def with_layer_list() -> tuple[str, ...]:
+    return supporting("layers")
+
+
+def prunable_families() -> tuple[str, ...]:
+    """Families whose entry names the parts head and FFN pruning edit."""
+    return supporting("parts")
 
 
 def is_quantized(model: nn.Module) -> bool:
@@ -67,38 +67,33 @@ def require_float32(model: nn.Module, what: str) -> None:
 
 
 def layer_list(model: nn.Module, what: str) -> nn.ModuleList:
-    name = require_family(model, tuple(LAYER_LISTS), what)
-    path, _ = LAYER_LISTS[name]
-    return model.base_model.get_submodule(path)
+    require_family(model, with_layer_list(), what)
+    return model.base_model.get_submodule(entry(model).layers)
 
 
 def replace_layer_list(model: nn.Module, layers: nn.ModuleList) -> None:
     """Put `layers` where the family keeps its layer list (the config's layer count is the caller's to set)."""
-    path, _ = LAYER_LISTS[require_family(model, tuple(LAYER_LISTS), "replacing the layer list")]
-    parent, _, attribute = path.rpartition(".")
-    setattr(model.base_model.get_submodule(parent), attribute, layers)
+    require_family(model, with_layer_list(), "replacing the layer list")
+    parent, _, attribute = entry(model).layers.rpartition(".")
+    setattr(model.base_model.get_submodule(parent) if parent else model.base_model, attribute, layers)
 
 
 def prunable_layers(model: nn.Module, what: str) -> list[nn.Module]:
     """The distinct layers whose heads and FFN a pruning pass edits (an ALBERT model's shared groups once each)."""
-    name = require_family(model, tuple(LAYER_PARTS), what)
-    if name == "albert":
-        return [group.albert_layers[0] for group in model.albert.encoder.albert_layer_groups]
-    return list(model.base_model.encoder.layer)
+    require_family(model, prunable_families(), what)
+    found = entry(model)
+    return found.prunable(model) if found.prunable is not None else list(model.base_model.get_submodule(found.layers))
 
 
 def part(model: nn.Module, layer: nn.Module, role: str) -> nn.Module:
-    return layer.get_submodule(LAYER_PARTS[family(model)][role])
+    return layer.get_submodule(entry(model).parts[role])
 
 
 def replace_part(model: nn.Module, layer: nn.Module, role: str, module: nn.Module) -> None:
-    parent, _, attribute = LAYER_PARTS[family(model)][role].rpartition(".")
+    parent, _, attribute = entry(model).parts[role].rpartition(".")
     setattr(layer.get_submodule(parent) if parent else layer, attribute, module)
 
 
-def set_layer_count(model: nn.Module, count: int) -> None:
-    _, key = LAYER_LISTS[family(model)]
-    setattr(model.config, key, count)
 
 
 def record(model: nn.Module, entry: dict) -> None:
