@@ -14,7 +14,7 @@ from alembert.training import TrainConfig
 from distill.augment import AugmentConfig
 from distill.models import StudentConfig
 from distill.recipes import RecipeConfig, StageConfig, TermConfig
-from pipeline.run import FinetuneConfig, RunConfig, _finetune_key, distil, prepare_teacher, setup
+from pipeline.run import FinetuneConfig, RunConfig, _finetune_key, setup
 
 DATA = DataConfig(demo=DemoConfig(train_size=120, dev_size=40, test_size=40), max_length=16, labelled_examples=30)
 SOFT_ONLY = RecipeConfig(stages=(StageConfig(terms=(TermConfig("hard", 0.0), TermConfig("kd", 1.0, {"temperature": 2.0}))),))
@@ -45,15 +45,6 @@ def test_the_teacher_cache_key_depends_on_the_labelled_examples_only(tiny_dir, t
     longer_tail = config(teacher, tmp_path, data=replace(DATA, demo=replace(DATA.demo, train_size=150)))
     # more unlabelled examples after the same 30 labelled ones: the same fine-tuned teacher
     assert _finetune_key(setup(longer_tail), longer_tail) == key
-
-
-def test_the_baseline_trains_on_labels_and_the_student_on_soft_targets(tiny_dir, tmp_path):
-    cfg = config(tiny_dir("bert", 2), tmp_path)
-    run = setup(cfg)
-    teacher, _ = prepare_teacher(run, cfg)
-    student, _ = distil(run, teacher, cfg, use_teacher=True)
-    baseline, _ = distil(run, teacher, cfg, use_teacher=False)
-    assert student.config.num_hidden_layers == baseline.config.num_hidden_layers == 1
 
 
 @pytest.mark.parametrize("recipe", [
