@@ -6,8 +6,10 @@ test is skipped, except under CI=true, where a missing server is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -84,9 +86,12 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_retried(tiny_dir, tmp
 
 
 def _running(url: str) -> bool:
-    if not Path(url.removeprefix("sqlite:///")).is_file():
+    """Read the worker's database without opening it through Optuna, which would race it creating the schema."""
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.is_file():
         return False
     try:
-        return bool(_load(url, "tiny").get_trials(states=(TrialState.RUNNING,)))
-    except KeyError:  # the study is not created yet
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as connection:
+            return bool(connection.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0])
+    except sqlite3.OperationalError:  # the tables are not created yet
         return False

@@ -20,6 +20,7 @@ from alembert.errors import fail
 from pipeline.sweep.settings import HeartbeatSettings
 
 JOURNAL_PREFIX = "journal:"
+SCHEMA_LOCK_NAME = "schema"  # a lock name no study is given: it guards creating the tables
 
 def _retry_kwargs(max_retry: int) -> dict:
     """Optuna 4.9 renamed the retry callback and its argument; the old names warn and go away in Optuna 6."""
@@ -77,9 +78,13 @@ def _rdb(url: str, heartbeat: HeartbeatSettings) -> BaseStorage:
 
     dialect = _dialect(url)
     engine_kwargs = {"connect_args": {"timeout": 60}} if dialect == "sqlite" else {"pool_pre_ping": True}
+    # Two workers started together on a fresh database would both create Optuna's schema and one would fail
+    # (UNIQUE constraint on alembic_version), so creating the storage is serialised like claiming a trial.
+    creating_lock = DIALECT_LOCKS.get(dialect, lambda url, name: contextlib.nullcontext)(url, SCHEMA_LOCK_NAME)
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat.interval,
-                          grace_period=heartbeat.grace_period, **_retry_kwargs(heartbeat.max_retry))
+        with creating_lock():
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat.interval,
+                              grace_period=heartbeat.grace_period, **_retry_kwargs(heartbeat.max_retry))
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as err:
         raise _unreachable(url, err) from None
 
