@@ -131,11 +131,19 @@ def build_int8_dynamic(ctx: BuildContext, out: Path) -> Iterator[Candidate]:
     """Dynamic quantization: int8 weights, activations quantized per batch at run time; no calibration."""
     name, source = ctx.fp32_source()
     reduce_range, why = int8_reduce_range(ctx.config)
-    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=ctx.config.per_channel,
-                     reduce_range=reduce_range,
-                     # fused graphs leave some tensor types unknown to the quantizer; they are all float here
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    yield Candidate(out, (f"from {name}; per_channel={ctx.config.per_channel}, reduce_range={reduce_range} ({why})",))
+    for per_channel in channel_choices(ctx.config):
+        quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         reduce_range=reduce_range,
+                         # fused graphs leave some tensor types unknown to the quantizer; they are all float here
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        yield Candidate(out, (f"from {name}; per_channel={per_channel}, reduce_range={reduce_range} ({why})",))
+
+
+def channel_choices(config) -> tuple[bool, ...]:
+    """Per-tensor scales first (the faster kernels), then per-channel ones if those fail the check: a student trained
+    longer grows outlier weight columns that one scale per tensor cannot hold (an all-data SST-2 student: int8
+    dynamic per tensor moved logits by 2.3 and accuracy by 1.1 points; per channel by 0.58 and 0.2)."""
+    return (True,) if config.per_channel else (False, True)
 
 
 class FeedReader(CalibrationDataReader):
@@ -160,15 +168,16 @@ def build_int8_static(ctx: BuildContext, out: Path) -> Iterator[Candidate]:
     extra = {"CalibPercentile": ctx.config.calibration.percentile} if method == "percentile" else {}
     reduce_range, why = int8_reduce_range(ctx.config)
     try:
-        quantize_static(str(prepared), str(out), FeedReader(ctx.calibration), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["MatMul", "Gemm", "Gather"], per_channel=ctx.config.per_channel,
-                        reduce_range=reduce_range, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CALIBRATION_METHODS[method], extra_options=extra)
+        for per_channel in channel_choices(ctx.config):
+            quantize_static(str(prepared), str(out), FeedReader(ctx.calibration), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=["MatMul", "Gemm", "Gather"], per_channel=per_channel,
+                            reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CALIBRATION_METHODS[method], extra_options=extra)
+            yield Candidate(out, (f"QDQ, {method} calibration on {sum(len(f['input_ids']) for f in ctx.calibration)} "
+                                  f"examples; MatMul, Gemm and embedding Gather quantized, per_channel={per_channel}, "
+                                  f"reduce_range={reduce_range} ({why})",))
     finally:
         prepared.unlink(missing_ok=True)
-    yield Candidate(out, (f"QDQ, {method} calibration on {sum(len(f['input_ids']) for f in ctx.calibration)} examples; "
-                          f"MatMul, Gemm and embedding Gather quantized, per_channel={ctx.config.per_channel}, "
-                          f"reduce_range={reduce_range} ({why})",))
 
 
 @register("fp16", precision="fp16")

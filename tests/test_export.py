@@ -212,6 +212,21 @@ def test_a_variant_that_fails_names_itself_and_leaves_nothing(builder, message, 
     assert not out.exists() and list(out.parent.iterdir()) == []  # no half-written bundle, no temp directory
 
 
+def test_int8_falls_back_to_per_channel_scales_when_per_tensor_fails_its_check(tiny_dir, tmp_path, monkeypatch):
+    real = variant_registry.quantize_dynamic
+
+    def per_tensor_broken(source, out, *, per_channel, **kwargs):
+        real(source, out, per_channel=per_channel, **kwargs)
+        if not per_channel:
+            Path(out).write_bytes(b"a per-tensor graph that fails")
+
+    monkeypatch.setattr(variant_registry, "quantize_dynamic", per_tensor_broken)
+    bundle = build_bundle(ExportConfig(model=str(tiny_dir("bert", layers=2)), out=str(tmp_path / "b"),
+                                       variants=("int8_dynamic",), **FAST))
+    notes = manifest_of(bundle)["variants"]["int8_dynamic"]["notes"]
+    assert "per_channel=True" in notes[0] and notes[1].startswith("rejected first: ") and "cannot load" in notes[1]
+
+
 def test_fp32_parity_beyond_tolerance_fails_with_the_difference(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setattr("export.parity.compare", lambda path, parity: Comparison(3e-3, 1.0))
     with pytest.raises(AlembertError, match=r"export variant 'fp32' failed its check: max abs difference from PyTorch 0\.003"):
