@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -29,11 +30,15 @@ class Check:
     above: float | None = None  # value > above
     high: float | None = None  # value <= high
     choices: tuple | Callable[[], list] = ()  # a callable is asked at check time, e.g. a registry's names
+    pattern: str | None = None  # a regular expression the whole (string) value must match
+    shown: str = ""  # how the pattern is described in the error, e.g. "auto, cpu, cuda, cuda:N or mps"
 
     def allowed_choices(self) -> tuple:
         return tuple(self.choices() if callable(self.choices) else self.choices)
 
     def problem(self, value) -> str | None:
+        if self.pattern is not None:
+            return None if re.fullmatch(self.pattern, str(value)) else f"is not {self.shown}"
         if self.choices:
             choices = self.allowed_choices()
             return None if value in choices else f"is not one of {', '.join(map(str, choices))}"
@@ -56,6 +61,11 @@ def bounded(default, *, low: float | None = None, above: float | None = None, hi
 def one_of(default, choices: tuple | Callable[[], list]):
     """A dataclass field whose value must be one of `choices` (or of what the callable returns); checked by `from_dict`."""
     return dataclasses.field(default=default, metadata={CHECK: Check(choices=choices if callable(choices) else tuple(choices))})
+
+
+def matching(default: str, pattern: str, shown: str):
+    """A string field whose value must match `pattern` as a whole (described as `shown`); checked by `from_dict`."""
+    return dataclasses.field(default=default, metadata={CHECK: Check(pattern=pattern, shown=shown)})
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
@@ -95,6 +105,8 @@ def _check_range(spec: dataclasses.Field, value, key: str) -> None:
 
 
 def _allowed(check: Check) -> str:
+    if check.pattern is not None:
+        return check.shown
     if check.choices:
         return "one of " + ", ".join(map(str, check.allowed_choices()))
     parts = [f">= {check.low:g}" if check.low is not None else None, f"> {check.above:g}" if check.above is not None else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -22,7 +23,10 @@ def size_on_disk_mb(model_dir: str | Path) -> float:
 @torch.no_grad()
 def latency_ms(model: nn.Module, *, seq_len: int = 64, batch_size: int = 1, runs: int = 30, warmup: int = 5,
                vocab_size: int | None = None) -> float:
-    """Median wall time of one forward pass at (batch_size, seq_len) on this CPU, in milliseconds."""
+    """Median wall time of one forward pass at (batch_size, seq_len) on this CPU, in milliseconds (a model trained on a
+    GPU is timed as a CPU copy: the figure is the edge device's)."""
+    if next(model.parameters()).device.type != "cpu":
+        model = copy.deepcopy(model).cpu()
     model.eval()
     vocab = vocab_size or model.config.vocab_size
     generator = torch.Generator().manual_seed(0)

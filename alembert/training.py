@@ -6,13 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from alembert.config import bounded, one_of
+from alembert.config import bounded, matching, one_of
 
 if TYPE_CHECKING:
     from torch import nn
 
     from alembert.tasks.base import Task
     from torch.utils.data import DataLoader
+
+
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"  # train.device (alembert.devices resolves it)
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class TrainConfig:
     # AVX-512-BF16 (or the GPU bf16), else fp32. bf16 kept SST-2 accuracy within noise at 0.54x the epoch time
     # (benchmarks/precision.py; README, "Training throughput")
     precision: str = one_of("auto", ("fp32", "bf16", "fp16", "auto"))
+    # where the student, teacher, projections, teacher cache and batches live (alembert.devices): auto is this
+    # rank's CUDA GPU when there is one, else the CPU; cpu, cuda, cuda:N or mps name one
+    device: str = matching("auto", DEVICE_PATTERN, DEVICE_CHOICES)
     # false: train without attention-probability dropout, so SDPA runs its fused kernel instead of materialising and
     # masking every [batch, heads, seq, seq] map (2.4x faster fine-tuning at sequence 384 on a 2-core CPU)
     attention_dropout: bool = True

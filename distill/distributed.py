@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
 
 from alembert.batching import bucketed_order, row_lengths
+from alembert.devices import collective_backend, resolve_device
 from alembert.errors import fail
 
 
@@ -31,16 +32,17 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
-def init_from_env() -> None:
-    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU); a no-op otherwise."""
+def init_from_env(device: torch.device | None = None) -> None:
+    """Join the process group torchrun describes in the environment: NCCL when this rank trains on a CUDA GPU
+    (`device`, by default train.device=auto's choice), gloo otherwise; a no-op outside torchrun."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
     if not dist.is_available():
         raise fail("WORLD_SIZE>1 but this torch build has no torch.distributed", "install a torch build with distributed support")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend)
+    device = device or resolve_device("auto")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(collective_backend(device))
 
 
 class ShardedSampler(DistributedSampler):
@@ -69,11 +71,12 @@ class ShardedSampler(DistributedSampler):
         return order[self.rank:self.total_size:self.num_replicas]
 
 
-def shard_loader(train: DataLoader, seed: int, bucket_batches: int | None = None) -> DataLoader:
+def shard_loader(train: DataLoader, seed: int, bucket_batches: int | None = None, *, pin_memory: bool = False) -> DataLoader:
     """The same rows, batch size and collate function, ordered by a per-epoch, per-rank sampler.
 
     Global batch = per-rank batch_size * world size. An iterable (streamed) dataset shards itself (and is not
     bucketed: a stream cannot be sorted ahead). `bucket_batches`: see alembert.batching; None: random batches.
+    `pin_memory`: page-locked batches, for asynchronous copies to a GPU.
     """
     if isinstance(train.dataset, IterableDataset):
         return train
@@ -84,7 +87,7 @@ def shard_loader(train: DataLoader, seed: int, bucket_batches: int | None = None
     # A generator of its own: iterating a DataLoader without one draws from the global RNG (dropout's), and
     # a resumed run must see the same global RNG stream as an uninterrupted one.
     return DataLoader(train.dataset, batch_size=train.batch_size, sampler=sampler, collate_fn=train.collate_fn,
-                      num_workers=train.num_workers, pin_memory=train.pin_memory, drop_last=train.drop_last,
+                      num_workers=train.num_workers, pin_memory=pin_memory or train.pin_memory, drop_last=train.drop_last,
                       generator=torch.Generator().manual_seed(seed))
 
 
@@ -107,11 +110,12 @@ def epoch_batches(train: DataLoader, epoch: int, skip: int, count: int) -> Itera
         yield batch
 
 
-def agree_min(value: int) -> int:
-    """The smallest `value` over ranks: every rank must take the same number of steps or an all-reduce hangs."""
+def agree_min(value: int, device: torch.device) -> int:
+    """The smallest `value` over ranks: every rank must take the same number of steps or an all-reduce hangs.
+    Every collective here takes tensors on the rank's training `device`: NCCL refuses CPU tensors."""
     if world()[1] == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.long)
+    tensor = torch.tensor([value], dtype=torch.long, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     return int(tensor.item())
 
@@ -149,14 +153,15 @@ def average_gradients(parameters: list[nn.Parameter]) -> None:
         offset += grad.numel()
 
 
-def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average a dict of floats (loss terms) over ranks, so rank 0 reports the global batch, not its shard."""
     if world()[1] == 1:
         return values
     keys = sorted(values)
-    tensor = torch.tensor([values[key] for key in keys], dtype=torch.float64)
+    tensor = torch.tensor([values[key] for key in keys], dtype=torch.float32 if device.type == "mps" else torch.float64,
+                          device=device)
     dist.all_reduce(tensor)
-    return {key: float(value) / world()[1] for key, value in zip(keys, tensor)}
+    return {key: float(value) / world()[1] for key, value in zip(keys, tensor.tolist())}
 
 
 def broadcast_object(value):

@@ -31,6 +31,7 @@ from distill.losses import Objective
 from alembert.tasks import task_of
 from distill.models import Teacher, disable_attention_dropout, forward_features, in_fp32
 from distill.teacher_cache import CacheBudget, CachedTeacher, cache_teacher
+from alembert.devices import pins_memory, resolve_device
 from alembert.evaluate import evaluate, predict_logits, to_device
 from alembert.training import TrainConfig
 
@@ -85,10 +86,11 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
     `on_evaluate(step, dev_metrics)` is called after each dev evaluation (a sweep reports it to Optuna and may
     raise optuna.TrialPruned from it, which ends training).
     """
-    _validate(train, objective, teacher, config, checkpoint_dir, log_dir)
+    device = resolve_device(config.device)
+    _validate(train, objective, teacher, config, checkpoint_dir, log_dir, device)
     if not config.attention_dropout:
         disable_attention_dropout(model)
-    device = next(model.parameters()).device
+    model.to(device)
     if teacher is not None:
         teacher.to(device)  # beside the student, so a GPU student also gets a GPU teacher (and cache pass)
     if teacher is not None and config.cache_teacher:
@@ -117,7 +119,7 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
     return state.history
 
 
-def _validate(train, objective, teacher, config, checkpoint_dir, log_dir) -> None:
+def _validate(train, objective, teacher, config, checkpoint_dir, log_dir, device: torch.device) -> None:
     if objective.needs_teacher and teacher is None:
         raise fail("the objective has soft-target terms but no teacher was given", "pass a teacher or use hard labels only")
     if len(train) == 0:
@@ -125,8 +127,9 @@ def _validate(train, objective, teacher, config, checkpoint_dir, log_dir) -> Non
     if config.precision not in PRECISIONS or config.grad_accum < 1:
         raise fail(f"train.precision={config.precision}, train.grad_accum={config.grad_accum} are not valid",
                    f"use precision in {', '.join(PRECISIONS)} and grad_accum >= 1")
-    if config.precision == "fp16" and not torch.cuda.is_available():
-        raise fail("train.precision=fp16 needs a CUDA GPU (fp16 autocast with a grad scaler)", "use precision=bf16 or fp32 on CPU")
+    if config.precision == "fp16" and device.type != "cuda":
+        raise fail(f"train.precision=fp16 needs a CUDA GPU (fp16 autocast with a grad scaler), but training runs on {device}",
+                   "use precision=bf16 or fp32 on this device, or train.device=cuda")
     for name in ("eval_every", "checkpoint_every"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise fail(f"train.{name}={getattr(config, name)} is not valid", f"use train.{name} >= 1, or null")
@@ -141,10 +144,10 @@ def _validate(train, objective, teacher, config, checkpoint_dir, log_dir) -> Non
 
 def _prepare(model, train, dev, objective, teacher, config, extra_modules, desc, checkpoint_dir, log_dir) -> _Run:
     device = next(model.parameters()).device
-    train = distributed.shard_loader(train, config.seed, config.bucket_batches)
-    batches = distributed.agree_min(len(train))
+    modules = (model, *(module.to(device) for module in extra_modules))  # projections train beside the student
+    train = distributed.shard_loader(train, config.seed, config.bucket_batches, pin_memory=pins_memory(device))
+    batches = distributed.agree_min(len(train), device)
     seed_everything(config.seed)
-    modules = (model, *extra_modules)
     distributed.broadcast_parameters(modules)
     parameters = [p for module in modules for p in module.parameters() if p.requires_grad]
     # fused: one kernel over all parameters; on a 2-core CPU it cuts AdamW's step over a 17M-parameter student
@@ -164,16 +167,25 @@ def _prepare(model, train, dev, objective, teacher, config, extra_modules, desc,
 
 
 def autocast_dtype(precision: str, device: torch.device, desc: str = "train") -> torch.dtype | None:
-    """The autocast dtype of `precision`; "auto" is bf16 where the hardware has bf16 instructions (CPU: AMX or
-    AVX-512-BF16; CUDA: bf16 support), else fp32, said in one line."""
+    """The autocast dtype of `precision` on `device`, with "auto" resolved and said in one line."""
+    dtype, why = chosen_autocast(precision, device)
+    if precision == "auto":
+        _say(f"{desc}: precision=auto on {device}: {why if dtype is not None else 'fp32 (' + why + ')'}")
+    return dtype
+
+
+def chosen_autocast(precision: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """"auto" is bf16 where the hardware has bf16 instructions (CPU: AMX or AVX-512-BF16; CUDA: bf16 support), else
+    fp32; any other precision is itself."""
     if precision != "auto":
-        return PRECISIONS[precision]
+        return PRECISIONS[precision], f"precision={precision}"
     if device.type == "cuda":
         chosen, why = torch.cuda.is_bf16_supported(), "a CUDA GPU with bf16"
-    else:
+    elif device.type == "cpu":
         chosen, why = hardware.bf16_training(hardware.cpu())
-    _say(f"{desc}: precision=auto: {why if chosen else 'fp32 (' + why + ')'}")
-    return torch.bfloat16 if chosen else None
+    else:
+        chosen, why = False, f"no bf16 autocast chosen on {device.type}"
+    return (torch.bfloat16 if chosen else None), why
 
 
 def _tensorboard(log_dir):
@@ -272,7 +284,7 @@ def _after_step(run: _Run, state: LoopState) -> bool:
 
 def _evaluate(run: _Run, state: LoopState) -> None:
     """Record the dev metrics and the mean loss terms since the last evaluation; keep the best weights."""
-    terms = distributed.mean_over_ranks({name: total / max(state.counted, 1) for name, total in state.sums.items()})
+    terms = distributed.mean_over_ranks({name: total / max(state.counted, 1) for name, total in state.sums.items()}, run.device)
     state.sums, state.counted = {}, 0
     metrics = evaluate(run.model, run.dev) if run.dev is not None and distributed.is_main() else {}
     metrics = distributed.broadcast_object(metrics)

@@ -16,4 +16,5 @@ def kd_recovery(student: nn.Module, teacher: nn.Module, train: DataLoader, dev: 
                 train_config: TrainConfig, task: Task) -> nn.Module:
     """Train `student` towards the frozen `teacher` (the model from before compression) on `train`."""
     fit(student, train, dev, kd_objective(kd, task=task), train_config, teacher=Teacher(teacher), desc="recovery")
-    return student.eval()
+    teacher.cpu()  # recovery may train on a GPU (train.device); the passes after it work on the CPU
+    return student.cpu().eval()

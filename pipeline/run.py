@@ -21,8 +21,9 @@ from compress.cli import CompressStage, build_steps, run_stage
 from compress.pipeline import TaskLoaders
 from distill import distributed
 from alembert.data import DataConfig, TaskData, encode, load_task, loader
+from alembert.devices import device_record, resolve_device
 from alembert.training import TrainConfig
-from distill.engine import fit, seed_everything
+from distill.engine import chosen_autocast, fit, seed_everything
 from alembert.evaluate import predict_logits
 from alembert.config import bounded, one_of
 from alembert.errors import AlembertError, fail
@@ -165,7 +166,7 @@ def prepare_teacher(run: Setup, config: RunConfig, *, out_dir: Path | None = Non
     if not needs_finetune:
         return model, run.source
     cache = Path(config.finetune.cache_dir).expanduser() / _finetune_key(run, config)
-    reason = "finetune.mode=always" if head_trained else "the teacher has no head trained for these labels"
+    reason = "finetune.mode=always" if head_trained else _why_untrained(run)
     if (cache / "config.json").is_file():
         tqdm.write(f"reusing the fine-tuned teacher cached at {cache}")
         try:
@@ -180,6 +181,14 @@ def prepare_teacher(run: Setup, config: RunConfig, *, out_dir: Path | None = Non
         save_model(model, run.tokenizer, cache, extra={"finetuned_from": run.source})
     distributed.barrier()
     return model, str(cache)
+
+
+def _why_untrained(run: Setup) -> str:
+    wanted = run.task.label_names
+    if run.teacher_labels and wanted and set(run.teacher_labels) != set(wanted):
+        return (f"its head was trained for {len(run.teacher_labels)} labels ({', '.join(run.teacher_labels)}), this task "
+                f"has {len(wanted)} ({', '.join(wanted)}): a fresh {len(wanted)}-label head")
+    return "the teacher has no head trained for these labels"
 
 
 def _finetune_train(config: RunConfig, out_dir: Path | None, name: str) -> dict:
@@ -212,12 +221,14 @@ def describe(name: str, model: PreTrainedModel, model_dir: Path | str, run: Setu
              teacher_logits=None, train_s: float = 0.0) -> dict:
     """One summary row: metric on the eval split, closeness to the teacher, size and batch-1 latency."""
     logits, labels = predict_logits(model, run.loaders.eval)
+    device = resolve_device(config.train.device)  # where it trained (a loaded teacher: where it was fine-tuned or read)
     total, non_embedding = count_parameters(model)
     row = {"model": name, "layers": model.config.num_hidden_layers, **run.task.task.metrics(logits, labels, run.task.label_names, rows=run.loaders.eval.dataset)}
     if teacher_logits is not None:
         row.update(run.task.task.agreement(logits, teacher_logits, labels))
     row.update(params=total, non_embedding_params=non_embedding, size_mb=size_on_disk_mb(model_dir),
-               latency_ms=latency_ms(model, seq_len=config.latency_seq_len), train_s=round(train_s, 1))
+               latency_ms=latency_ms(model, seq_len=config.latency_seq_len), train_s=round(train_s, 1),
+               **device_record(device, chosen_autocast(config.train.precision, device)[0]))
     return row
 
 
@@ -267,7 +278,7 @@ def run(config: RunConfig, out_dir: str | Path, on_evaluate: EvalCallback | None
 
     Under torchrun every rank trains; rank 0 alone evaluates, saves and prints, into rank 0's `out_dir`.
     """
-    distributed.init_from_env()
+    distributed.init_from_env(resolve_device(config.train.device))
     out_dir = Path(distributed.broadcast_object(str(out_dir)))
     if config.corpus.path is not None:
         return run_masked_lm(config, out_dir)
@@ -336,4 +347,5 @@ def run_masked_lm(config: RunConfig, out_dir: Path) -> list[dict]:
 def compress_student(student: PreTrainedModel, run: Setup, config: RunConfig, out_dir: Path) -> None:
     """Run the compression passes on a copy of the distilled student; writes out_dir/compressed/."""
     data = TaskLoaders(train=run.loaders.train, dev=run.loaders.dev, task=run.task.task)
-    run_stage(copy.deepcopy(student), run.tokenizer, config.compress, data, out_dir / "compressed", distiller=kd_recovery)
+    # compression prepares an edge model: its passes (and int8) run on the CPU, whatever device trained the student
+    run_stage(copy.deepcopy(student).cpu(), run.tokenizer, config.compress, data, out_dir / "compressed", distiller=kd_recovery)

@@ -126,3 +126,18 @@ def test_a_headless_teacher_gets_the_same_head_whatever_the_process_rng(tiny_dir
         torch.manual_seed(noise)  # what a different import history or start-up seed would leave behind
         heads.append(prepare_teacher(prepared, config)[0].classifier.weight.detach().clone())
     assert torch.equal(heads[0], heads[1])
+
+
+def test_a_teacher_trained_for_other_labels_gets_a_fresh_head_and_says_so(tiny_dir, tmp_path, capsys):
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_dir("bert"), num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2},
+        ignore_mismatched_sizes=True)
+    model.save_pretrained(tmp_path / "three")
+    AutoTokenizer.from_pretrained(tiny_dir("bert")).save_pretrained(tmp_path / "three")
+    config = _config(tmp_path / "three", tmp_path / "cache", finetune=FinetuneConfig(
+        mode="auto", cache_dir=str(tmp_path / "cache"), train=TrainConfig(epochs=1, batch_size=32)))
+    prepared = setup(config)
+    teacher, source = prepare_teacher(prepared, config)
+    assert teacher.classifier.out_features == len(prepared.task.label_names) == 2 and source != str(tmp_path / "three")
+    said = capsys.readouterr().out
+    assert "its head was trained for 3 labels (a, b, c), this task has 2" in said and "a fresh 2-label head" in said
