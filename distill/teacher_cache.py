@@ -30,7 +30,7 @@ from alembert.batching import LengthSortedSampler, row_lengths
 from alembert.errors import fail
 from alembert.tasks import task_of
 from alembert.tasks.base import Task
-from distill.distributed import is_main
+from distill.distributed import gather_objects, is_main, world
 from distill.models import LAYER_FIELDS, Features
 
 GB = 1024 ** 3
@@ -158,8 +158,11 @@ class CachedTeacher:
         `device` (the teacher's); what it gives is kept on the CPU (logits move beside the student with `to`)."""
         task = task_of(teacher.model.config)
         lengths = None if isinstance(data.dataset, IterableDataset) else row_lengths(data.dataset)  # a stream: as it comes
+        # Under torchrun each rank runs the teacher on every W-th row and the logits are gathered, so the pass costs
+        # 1/W per rank. Layer features stay whole on every rank: gathering gigabytes of them would cost more.
+        rank, size = world() if store is None and lengths is not None else (0, 1)
         ordered = data if lengths is None else DataLoader(
-            data.dataset, batch_size=batch_size or data.batch_size, sampler=LengthSortedSampler(lengths),
+            data.dataset, batch_size=batch_size or data.batch_size, sampler=LengthSortedSampler(lengths).order[rank::size],
             collate_fn=data.collate_fn)
         asked = {LAYER_FIELDS[field][0]: True for field in (store.fields if store else ())}
         rows: dict[int, Tensor] = {}
@@ -170,7 +173,9 @@ class CachedTeacher:
             rows.update(zip(batch["index"].tolist(), task.trim(features.logits.float().cpu().clone(), mask)))
             if store is not None:
                 _keep(store, features, batch["index"].tolist(), mask.sum(-1).tolist())
-        return cls([rows.get(i) for i in range(max(rows) + 1)], task, store)  # None: another rank's row
+        if size > 1:
+            rows = {index: row for shard in gather_objects(rows) for index, row in shard.items()}
+        return cls([rows.get(i) for i in range(max(rows) + 1)], task, store)  # None: a row this rank never reads
 
     def to(self, device: torch.device) -> CachedTeacher:
         self.rows = [None if row is None else row.to(device) for row in self.rows]

@@ -149,3 +149,24 @@ def test_a_cache_dir_that_is_not_a_directory_is_one_clear_line(setup, tmp_path):
 
     with pytest.raises(AlembertError, match=r"train.cache_dir=.*missing is not a directory"):
         built(setup, TINYBERT, CacheBudget(memory_gb=0.0, disk_dir=str(tmp_path / "missing")))
+
+
+def test_under_torchrun_each_rank_runs_the_teacher_on_its_share_and_all_get_every_row(setup, monkeypatch):
+    from distill import teacher_cache
+
+    teacher, train = setup
+    whole = CachedTeacher.build(Teacher(teacher), train, torch.device("cpu"), batch_size=16)
+    shards = []
+
+    def gather(rows):  # what all_gather_object returns: every rank's shard, in rank order
+        shards.append(dict(rows))
+        return shards[:1] + [rows] if len(shards) == 2 else [rows]
+
+    monkeypatch.setattr(teacher_cache, "gather_objects", gather)
+    for rank in (0, 1):
+        monkeypatch.setattr(teacher_cache, "world", lambda rank=rank: (rank, 2))
+        merged = CachedTeacher.build(Teacher(teacher), train, torch.device("cpu"), batch_size=16)
+    assert [len(shard) for shard in shards] == [12, 12] and not set(shards[0]) & set(shards[1])
+    assert len(merged.rows) == len(whole.rows) == 24
+    for mine, reference in zip(merged.rows, whole.rows):  # other batch neighbours, other padding: float noise only
+        torch.testing.assert_close(mine, reference, rtol=0, atol=1e-5)
