@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from alembert.errors import fail
 from alembert.registry import Registry
+from export.providers import session_providers
 
 DEFAULT = "onnxruntime"
 ORT_CONTRIB_DOMAIN = "com.microsoft"  # onnxruntime's fused operators: only onnxruntime runs them
@@ -29,7 +30,7 @@ class Backend:
     name: str
     install: str  # how to get it, for the line that says it is missing
     available: Callable[[], bool]
-    open: Callable[[Path, int | None, str | None], object]  # (path, threads, precision hint) -> session
+    open: Callable[[Path, int | None, str | None, str], object]  # (path, threads, precision hint, provider) -> session
     hints: tuple[str | None, ...] = (None,)  # the precision hints a bundle checks and times
     runs_contrib_ops: bool = True
 
@@ -44,13 +45,14 @@ BACKENDS: Registry[Backend] = Registry("runtime")
 
 
 class OrtSession:
-    def __init__(self, path: Path, threads: int | None, hint: str | None = None):
+    def __init__(self, path: Path, threads: int | None, hint: str | None = None, provider: str = "cpu"):
         options = ort.SessionOptions()
         options.log_severity_level = 3  # onnxruntime's own warnings (unused initializers) are not the user's concern
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), options, providers=session_providers(provider))
+        self.providers = self.session.get_providers()  # what it runs on, after any fallback
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -66,7 +68,7 @@ def _openvino_core():
 
 
 class OpenVinoSession:
-    def __init__(self, path: Path, threads: int | None, hint: str | None = None):
+    def __init__(self, path: Path, threads: int | None, hint: str | None = None, provider: str = "cpu"):
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint or "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
@@ -74,6 +76,7 @@ class OpenVinoSession:
         self.compiled = self.core.compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.input_names = [port.any_name for port in self.compiled.inputs]
+        self.providers = ["OpenVINO CPU plugin"]  # OpenVINO picks its own device; onnxruntime's providers do not apply
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         results = self.request.infer({name: feed[name] for name in self.input_names})
@@ -86,13 +89,15 @@ BACKENDS.add("openvino", Backend("openvino", "pip install 'alembert[openvino]'",
                                  hints=("f32", "bf16"), runs_contrib_ops=False))
 
 
-def open_session(path: Path, runtime: str = DEFAULT, threads: int | None = None, hint: str | None = None):
-    """`path` opened on `runtime`, with one clear line when the file is missing or unreadable."""
+def open_session(path: Path, runtime: str = DEFAULT, threads: int | None = None, hint: str | None = None,
+                 provider: str = "cpu"):
+    """`path` opened on `runtime` (onnxruntime: on the execution `provider`, export.providers), with one clear line
+    when the file is missing or unreadable."""
     backend = BACKENDS[runtime]
     if not path.is_file():
         raise fail(f"{path} is missing from the bundle", "copy the whole bundle directory, or re-export it")
     try:
-        return backend.open(path, threads, hint)
+        return backend.open(path, threads, hint, provider)
     except Exception as err:  # each runtime raises its own exception types for unreadable or invalid graphs
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise fail(f"{path} is corrupt or not an ONNX model ({runtime}: {detail})",

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from alembert import hardware
 from alembert.data import DataConfig
-from alembert.families import family, history, prunable_families
+from alembert.families import entry, family, history, prunable_families
 from alembert.tasks.base import Task
 from alembert.tasks import task_of
 from alembert.compact import compact_for_export
@@ -81,12 +81,14 @@ def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: s
         judge = Judge(parity_set(model, tokenizer, names, config, task), config, task, task_of(model.config))
         entries = {BASE: accept(BASE, "fp32", iter([Candidate(work / BASE_FILE, (EXPORTER,))]), judge, None)}
         heads, hidden = attention_shapes(model)
+        family_entry = entry(model)
         accepted = {BASE: work / BASE_FILE}
         for variant in tqdm(variants, desc="export variants", unit="variant"):
             if variant.needs_data and task is None:
                 entries[variant.name] = {"skipped": "needs task data for calibration: pass data.task=demo, or data.task=files data.train=... data.dev=..."}
                 continue
-            ctx = BuildContext(work, dict(accepted), heads, hidden, config, task.calibration if task else ())
+            ctx = BuildContext(work, dict(accepted), heads, hidden, config, task.calibration if task else (),
+                               family_entry.ort_model_type, family_entry.model_type)
             candidates = variant.build(ctx, work / variant.filename)
             entries[variant.name] = accept(variant.name, variant.precision, candidates, judge, entries[BASE])
             accepted[variant.name] = work / variant.filename
@@ -158,7 +160,7 @@ def add_latency(entries: dict, accepted: dict[str, Path], model, names: tuple[st
     feed = latency_feed(model, names, config)
     pytorch = time_runner(torch_runner(model), feed, runs=settings.runs, warmup=settings.warmup).p50_ms
     for name, path in tqdm(accepted.items(), desc="latency", unit="variant"):
-        runner = open_session(path, threads=settings.threads).run
+        runner = open_session(path, threads=settings.threads, provider=config.provider).run
         entries[name]["latency_ms"] = time_runner(runner, feed, runs=settings.runs, warmup=settings.warmup).p50_ms
         entries[name]["speedup_vs_pytorch"] = pytorch / entries[name]["latency_ms"]
     entries["pytorch"] = {"latency_ms": pytorch}
@@ -208,7 +210,8 @@ def build_manifest(entries: dict, names: tuple[str, ...], model, config: ExportC
         **task_of(model.config).manifest_fields(config.data or DataConfig()),  # e.g. a span task's doc_stride and max_answer_length
         "truncation": truncation_note(model, config.max_length),
         "default_variant": "optimized" if "optimized" in accepted else BASE,
-        "parity": {"batch_shapes": judge.parity.shapes, "tolerances": tolerances_of(config, task_of(model.config))},
+        "parity": {"batch_shapes": judge.parity.shapes, "tolerances": tolerances_of(config, task_of(model.config)),
+                   "provider": config.provider},  # each variant's `providers`: what its check ran on, after any fallback
         "data": None if task is None else {"metric_split": task.split, "metric_examples": task.examples,
                                             "labels": task.label_note},
         "latency_shape": {"batch_size": config.latency.batch_size, "seq_len": config.latency.seq_len,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from alembert import hardware
-from alembert.config import bounded
+from alembert.config import bounded, one_of
 from alembert.data import DataConfig
+from export.providers import EXECUTION_PROVIDERS
 
 DEFAULT_VARIANTS = ("optimized", "int8_dynamic", "int8_static", "fp16")
 
@@ -77,6 +78,7 @@ class ExportConfig:
     max_length: int = 128
     per_channel: bool = False
     reduce_range: bool | None = None  # int8 7-bit weights; None: chosen by the CPU (alembert.hardware)
+    provider: str = one_of("cpu", tuple(EXECUTION_PROVIDERS))  # onnxruntime's execution provider for the checks
     data: DataConfig | None = None
     metric_examples: int | None = 2000
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)

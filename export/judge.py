@@ -41,7 +41,7 @@ def check(precision: str, candidate: Candidate, judge: Judge, base_entry: dict |
     tolerance = judge.tolerance(precision)
     label = candidate.notes[0] if candidate.notes else candidate.path.name
     try:
-        session = BACKENDS[runtime].open(candidate.path, None, hint)
+        session = BACKENDS[runtime].open(candidate.path, None, hint, judge.config.provider)
     except Exception as err:  # each runtime raises its own types for an invalid graph: the candidate is rejected
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         return {}, f"{label}: {runtime} cannot load {candidate.path.name}: {detail}"
@@ -52,7 +52,7 @@ def check(precision: str, candidate: Candidate, judge: Judge, base_entry: dict |
     diff = comparison.max_abs_diff
     entry = {"file": candidate.path.name, "precision": precision, "size_mb": round(candidate.path.stat().st_size / 1e6, 3),
              "opset": opset_of(candidate.path), "max_abs_diff": diff, "tolerance": tolerance,
-             "agreement": comparison.agreement}
+             "agreement": comparison.agreement, "providers": list(session.providers)}
     if not diff <= tolerance:
         return entry, f"max abs difference from PyTorch {diff:.3g} exceeds the {precision} tolerance {tolerance:g}"
     if judge.task is not None:

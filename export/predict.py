@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 
 from alembert.errors import fail, run_cli
 from alembert.decoding import AGGREGATIONS
+from export.providers import EXECUTION_PROVIDERS
 from export.runtime import Predictor
 
 RESULT_FIELDS = {"label", "probabilities", "score", "entities", "answer", "start", "end", "windows", "truncated", "error"}
@@ -39,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variant", default=None, help="variant name from manifest.json (default: the bundle's default)")
     parser.add_argument("--runtime", default="onnxruntime", help="onnxruntime, or openvino (the optional extra)")
     parser.add_argument("--precision-hint", default=None, help="OpenVINO's: f32, or bf16 on AMX / AVX-512-BF16 CPUs")
+    parser.add_argument("--provider", default="cpu", choices=tuple(EXECUTION_PROVIDERS),
+                        help="onnxruntime execution provider (the CPU when this onnxruntime lacks it)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--aggregation", choices=AGGREGATIONS, default="first",
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     predictor = Predictor(args.bundle, args.variant, runtime=args.runtime, precision_hint=args.precision_hint,
                           threads=args.threads, batch_size=args.batch_size,
-                          aggregation=args.aggregation, stride=args.stride)
+                          aggregation=args.aggregation, stride=args.stride, provider=args.provider)
     records = argument_items(args.texts, predictor.decoder.pair_only) if args.texts else read_jsonl(text_lines(sys.stdin))
     predict_lines(predictor, records, sys.stdout, args.batch_size)
 

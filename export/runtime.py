@@ -9,7 +9,7 @@ The bundle's manifest names the decoder (alembert.decoding) that turns outputs i
 and probabilities, a score, or a token task's entities with character offsets into the text, e.g.
 {"entity": "PER", "text": "Angela Merkel", "start": 0, "end": 13, "score": 0.98}; a token task's text
 longer than max_length tokens is split into overlapping windows, not truncated.
-On a device, copy this file, backends.py, predict.py, export/__init__.py and
+On a device, copy this file, backends.py, providers.py, predict.py, export/__init__.py and
 alembert/{__init__,errors,registry,decoding}.py (all torch-free); OpenVINO, when installed, is a second runtime.
 """
 
@@ -140,11 +140,12 @@ class Predictor:
 
     `aggregation` (first | average | max) is how a token task scores a word from its sub-tokens; `stride` is how
     many tokens consecutive windows of a long text share there (default: a quarter of a window). Both are
-    ignored by sequence tasks, whose long texts are truncated instead."""
+    ignored by sequence tasks, whose long texts are truncated instead. `provider` is onnxruntime's execution provider
+    (cpu, cuda, tensorrt, openvino, coreml, directml, rocm; export.providers), the CPU when it is not installed."""
 
     def __init__(self, bundle: str | Path, variant: str | None = None, *, runtime: str = DEFAULT,
                  precision_hint: str | None = None, threads: int | None = None, batch_size: int = 32,
-                 aggregation: str = "first", stride: int | None = None):
+                 aggregation: str = "first", stride: int | None = None, provider: str = "cpu"):
         self.bundle = Path(bundle).expanduser()
         self.manifest = read_manifest(self.bundle)
         names = available_variants(self.manifest)
@@ -154,7 +155,8 @@ class Predictor:
             raise fail(f"bundle {self.bundle} has no variant '{self.variant}'", f"choose one of {', '.join(names)}")
         if aggregation not in AGGREGATIONS:
             raise fail(f"aggregation '{aggregation}' is unknown", f"use one of {', '.join(AGGREGATIONS)}")
-        self.session = open_session(self.bundle / self.manifest["variants"][self.variant]["file"], self.runtime, threads, hint)
+        self.session = open_session(self.bundle / self.manifest["variants"][self.variant]["file"], self.runtime, threads, hint,
+                                    provider)
         self.max_length = int(self.manifest.get("max_length", 128))
         self.tokenizer, self.pad_id = load_tokenizer(self.bundle, self.max_length)
         self.labels = list(self.manifest.get("labels") or [])

@@ -49,6 +49,8 @@ class BuildContext:
     hidden_size: int
     config: ExportConfig
     calibration: tuple[dict[str, np.ndarray], ...]
+    fusion_model_type: str | None = "bert"  # the family's onnxruntime optimizer model_type (alembert.families)
+    family: str = "bert"
 
     def fp32_source(self) -> tuple[str, Path]:
         """The fastest accepted fp32 graph: the fused one when it was built, else the plain export."""
@@ -97,9 +99,11 @@ def resolve(names: tuple[str, ...]) -> tuple[Variant, ...]:
 def build_optimized(ctx: BuildContext, out: Path) -> Iterator[Candidate]:
     """onnxruntime's transformer optimizer: attention, embedding-LayerNorm, skip-LayerNorm and GELU fusion."""
     source = ctx.accepted[BASE]
-    if len(set(ctx.heads)) == 1:
+    if ctx.fusion_model_type is None:
+        yield _unfused_note(source, out, ctx, f"onnxruntime's optimizer has no attention fusion for {ctx.family}")
+    elif len(set(ctx.heads)) == 1:
         try:
-            yield _fused(source, out, ctx, FusionOptions("bert"), "full fusion")
+            yield _fused(source, out, ctx, FusionOptions(ctx.fusion_model_type), "full fusion")
         except Exception as err:  # the optimizer's pattern matchers raise assorted errors on unusual graphs
             yield _unfused_note(source, out, ctx, f"attention fusion failed ({type(err).__name__}: {str(err)[:120]})")
             return
@@ -111,7 +115,7 @@ def build_optimized(ctx: BuildContext, out: Path) -> Iterator[Candidate]:
 
 def _fused(source: Path, out: Path, ctx: BuildContext, options: FusionOptions, label: str) -> Candidate:
     # opt_level=0: write the fused graph only; onnxruntime's own graph optimizations run at session load.
-    model = optimizer.optimize_model(str(source), model_type="bert", num_heads=ctx.heads[0],
+    model = optimizer.optimize_model(str(source), model_type=ctx.fusion_model_type or "bert", num_heads=ctx.heads[0],
                                      hidden_size=ctx.hidden_size, optimization_options=options, opt_level=0)
     model.save_model_to_file(str(out))
     fused = {op: count for op, count in model.get_fused_operator_statistics().items() if count}
@@ -120,7 +124,7 @@ def _fused(source: Path, out: Path, ctx: BuildContext, options: FusionOptions, l
 
 
 def _unfused_note(source: Path, out: Path, ctx: BuildContext, reason: str) -> Candidate:
-    options = FusionOptions("bert")
+    options = FusionOptions(ctx.fusion_model_type or "bert")  # LayerNorm and GELU patterns are family-independent
     options.enable_attention = False
     candidate = _fused(source, out, ctx, options, "attention left unfused")
     return Candidate(out, (f"{reason}; fell back to LayerNorm/GELU fusion only",) + candidate.notes)

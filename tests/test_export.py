@@ -334,3 +334,18 @@ def test_a_runtime_that_is_not_installed_falls_back_to_onnxruntime_in_one_line(f
                                                "(pip install 'alembert[openvino]'); using onnxruntime")
     with pytest.raises(AlembertError, match="unknown runtime 'tensorrt'"):
         Predictor(full_bundle, runtime="tensorrt")
+
+
+def test_the_execution_provider_is_chosen_by_name_with_the_cpu_behind_it(full_bundle, monkeypatch, capsys):
+    from export import providers
+
+    assert all(entry["providers"] == [providers.CPU] for name, entry in manifest_of(full_bundle)["variants"].items()
+               if "providers" in entry) and manifest_of(full_bundle)["parity"]["provider"] == "cpu"
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", providers.CPU])
+    assert providers.session_providers("cuda") == ["CUDAExecutionProvider", providers.CPU]  # CPU runs what CUDA lacks
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: [providers.CPU])
+    predictor = Predictor(full_bundle, "fp32", provider="tensorrt")  # not in this onnxruntime: the CPU, said once
+    assert predictor.session.providers == [providers.CPU] and predictor.predict(["superb"])[0]["label"] in LABELS
+    assert "no TensorrtExecutionProvider" in capsys.readouterr().err
+    with pytest.raises(AlembertError, match=r"execution provider 'npu' is unknown; use one of cpu, cuda, tensorrt"):
+        providers.session_providers("npu")

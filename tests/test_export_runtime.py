@@ -167,7 +167,8 @@ def test_bench_on_a_corrupt_variant_fails_in_one_line(bundle, tmp_path):
 
 
 # The files the README tells a device to copy beside the bundle, and nothing else.
-DEVICE_FILES = ("export/__init__.py", "export/runtime.py", "export/backends.py", "export/predict.py", "alembert/__init__.py",
+DEVICE_FILES = ("export/__init__.py", "export/runtime.py", "export/backends.py", "export/providers.py", "export/predict.py",
+                "alembert/__init__.py",
                 "alembert/errors.py",
                 "alembert/registry.py", "alembert/decoding.py")
 

@@ -69,6 +69,8 @@ def test_a_saved_student_reloads_with_identical_logits_and_exports_within_tolera
     manifest = json.loads((bundle / "manifest.json").read_text())
     for name in ("fp32", "optimized"):
         assert manifest["variants"][name]["max_abs_diff"] <= manifest["variants"][name]["tolerance"]
+    if FAMILIES[student.config.model_type].ort_model_type is None:  # the manifest says why the graph is not fused
+        assert "onnxruntime's optimizer has no attention fusion for" in manifest["variants"]["optimized"]["notes"][0]
     answers = Predictor(bundle).predict(TEXTS)
     with torch.no_grad():
         expected = student(**batch).logits.argmax(-1).tolist()

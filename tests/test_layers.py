@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE, STAGES, PIPELINE = "alembert", ("distill", "compress", "export"), "pipeline"
 PACKAGES = (BASE, *STAGES, PIPELINE, "benchmarks")
 TORCH_FREE = ("alembert/__init__.py", "alembert/errors.py", "alembert/registry.py", "alembert/decoding.py", "alembert/cli.py",
-              "export/__init__.py", "export/runtime.py", "export/backends.py", "export/predict.py", "alembert/hardware.py")
+              "export/__init__.py", "export/runtime.py", "export/backends.py", "export/providers.py", "export/predict.py",
+              "alembert/hardware.py")
 
 
 @functools.cache

@@ -40,6 +40,8 @@ class Family:
     attention: str = "sdpa"  # the fastest attention its transformers classes take (eager, which alone returns maps, is asked for those)
     positions_after_padding: bool = False  # RoBERTa numbers positions from pad_token_id + 1
     albert_source: bool = False  # the ALBERT converter maps it exactly (share_layers, factorize_embeddings)
+    # onnxruntime's transformer optimizer model_type whose fusions fit this family's graph; None: it has none
+    ort_model_type: str | None = "bert"
     # the distinct layers head/FFN passes edit; None: the layer list
     prunable: Callable[[nn.Module], list[nn.Module]] | None = field(default=None, compare=False)
 

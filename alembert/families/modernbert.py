@@ -7,4 +7,4 @@ No head or FFN pruning yet: its fused Wqkv and gated Wi couple rows those passes
 from alembert.families.base import Family, register
 
 register(Family("modernbert", layers="layers", value_suffix=".attn.Wqkv", fused_qkv=True, attention_suffix=".attn",
-                per_layer_keys=("layer_types",)))
+                per_layer_keys=("layer_types",), ort_model_type=None))  # no onnxruntime fusion matches its attention
