@@ -11,6 +11,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from alembert import fused_units
 from alembert.families import entry, part, prunable_families, prunable_layers, require_family, require_float32
 
 
@@ -78,10 +79,16 @@ def compact_for_export(model: nn.Module) -> nn.Module:
     require_family(model, prunable_families(), "compact_for_export")
     require_float32(model, "compact_for_export")
     layers = prunable_layers(model, "compact_for_export")
-    graph = dependency_graph(model)
+    family = entry(model)
+    graph = None if family.gated_ffn else dependency_graph(model)  # fused layouts are cut by alembert.fused_units
     for layer in layers:
-        if entry(model).compact_heads:
+        if family.compact_heads:
             _cut_dead_heads(model, layer, graph)
-        prune_out_channels(graph, part(model, layer, "ffn_in"), _dead_neurons(model, layer))
+        if family.gated_ffn:
+            dead = set(fused_units.dead_neurons(model, layer))
+            width = part(model, layer, "ffn_in").out_features // 2
+            fused_units.keep_neurons(model, layer, [j for j in range(width) if j not in dead])
+        else:
+            prune_out_channels(graph, part(model, layer, "ffn_in"), _dead_neurons(model, layer))
     model.alembert_compact = True  # save_compressed refuses it: its shapes no longer match its config
     return model

@@ -35,6 +35,7 @@ class Family:
     compact_heads: bool = True
     value_suffix: str = ".attention.self.value"  # the value projection MiniLM's value relation hooks
     fused_qkv: bool = False  # the value_suffix module projects query, key and value at once (values: its last third)
+    gated_ffn: bool = False  # ffn_in's output is every neuron's input half, then its gate half (alembert.fused_units)
     per_layer_keys: tuple[str, ...] = ()  # config lists with one entry per layer (ModernBERT's layer_types)
     attention_suffix: str = ".attention.self"  # the modules whose attention dropout layer-wise terms switch off
     attention: str = "sdpa"  # the fastest attention its transformers classes take (eager, which alone returns maps, is asked for those)

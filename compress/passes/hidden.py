@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alembert.families.base import FAMILIES
 from alembert.families import family, prunable_families, part, prunable_layers, record, require_family, require_float32
 from compress.passes.prune import check_settings, group_scores
 from alembert.compact import prune_out_channels
@@ -69,7 +70,8 @@ def lowest(scores: torch.Tensor, count: int) -> list[int]:
 @register_pass("prune_hidden", PruneHiddenConfig)
 def prune_hidden(model: nn.Module, config: PruneHiddenConfig, *, batches=None) -> nn.Module:
     require_float32(model, "prune_hidden")
-    require_family(model, prunable_families(), "prune_hidden")
+    # a fused Wqkv narrows as three interleaved blocks, which prune_hidden's torch-pruning groups do not follow
+    require_family(model, tuple(name for name in prunable_families() if not FAMILIES[name].fused_qkv), "prune_hidden")
     heads, hidden = model.config.num_attention_heads, model.config.hidden_size
     width = hidden // heads
     new_width = max(1, round(width * (1 - config.ratio)))

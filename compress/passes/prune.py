@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from alembert.families import (check_ratio, entry, prunable_families, part, prunable_layers, record, replace_part, require_family,
     require_float32)
 from compress.registry import register_pass
+from alembert import fused_units
 from alembert.compact import out_pruner, out_width, dependency_graph, prune_out_channels
 from alembert.errors import fail
 from alembert.modeldir import MODEL_INPUTS
@@ -155,11 +156,15 @@ def prune_heads(model: nn.Module, config: PruneHeadsConfig, *, batches=None) -> 
     check_model(model, "prune_heads")
     layers = prunable_layers(model, "prune_heads")
     heads = model.config.num_attention_heads
-    _, scores = group_scores(model, config, batches, "prune_heads", [part(model, layer, "query") for layer in layers])
-    head_scores = [s.view(heads, -1).sum(dim=1) for s in scores]
+    fused = entry(model).fused_qkv
+    if fused:
+        head_scores = fused_scores(model, layers, config, batches, "prune_heads", fused_units.head_scores)
+    else:
+        _, scores = group_scores(model, config, batches, "prune_heads", [part(model, layer, "query") for layer in layers])
+        head_scores = [s.view(heads, -1).sum(dim=1) for s in scores]
     removed = select_units(head_scores, config.ratio, config.scope)
     for layer, dead in zip(layers, removed):
-        zero_heads(model, layer, dead)
+        (fused_units.zero_heads if fused else zero_heads)(model, layer, dead)
     kept = [heads - len(dead) for dead in removed]
     record(model, {"pass": "prune_heads", "heads_per_layer": kept, "removed": removed})
     return model
@@ -183,18 +188,43 @@ def zero_heads(model: nn.Module, layer: nn.Module, dead: list[int]) -> None:
 def prune_ffn(model: nn.Module, config: PruneFfnConfig, *, batches=None) -> nn.Module:
     check_model(model, "prune_ffn")
     layers = prunable_layers(model, "prune_ffn")
-    roots = [part(model, layer, "ffn_in") for layer in layers]
-    graph, scores = group_scores(model, config, batches, "prune_ffn", roots)
-    removed = select_units(scores, config.ratio, config.scope)
-    for root, dead in zip(roots, removed):
-        prune_out_channels(graph, root, dead)
-    kept = [part(model, layer, "ffn_in").out_features for layer in layers]
-    width = max(kept)
-    for layer in layers:
-        pad_ffn(model, layer, width)
+    if entry(model).gated_ffn:
+        kept = _prune_gated_ffn(model, layers, config, batches)
+        width = max(kept)
+    else:
+        roots = [part(model, layer, "ffn_in") for layer in layers]
+        graph, scores = group_scores(model, config, batches, "prune_ffn", roots)
+        removed = select_units(scores, config.ratio, config.scope)
+        for root, dead in zip(roots, removed):
+            prune_out_channels(graph, root, dead)
+        kept = [part(model, layer, "ffn_in").out_features for layer in layers]
+        width = max(kept)
+        for layer in layers:
+            pad_ffn(model, layer, width)
     setattr(model.config, entry(model).ffn_key, width)
     record(model, {"pass": "prune_ffn", "neurons_per_layer": kept, "stored_width": width})
     return model
+
+
+def fused_scores(model: nn.Module, layers: list[nn.Module], config, batches, what: str, score) -> list[Tensor]:
+    """Per-unit scores of each layer from alembert.fused_units, after the Taylor gradients when asked for."""
+    if IMPORTANCE[config.importance][1]:
+        _accumulate_taylor_gradients(model, batches, config.taylor_batches, what)
+    scores = [score(model, layer, config.importance) for layer in layers]
+    model.zero_grad(set_to_none=True)
+    return scores
+
+
+def _prune_gated_ffn(model: nn.Module, layers: list[nn.Module], config, batches) -> list[int]:
+    """Remove the selected neurons of each gated FFN, padding uneven layers to the widest; the kept counts."""
+    removed = select_units(fused_scores(model, layers, config, batches, "prune_ffn", fused_units.neuron_scores),
+                           config.ratio, config.scope)
+    keeps = [[j for j in range(part(model, layer, "ffn_in").out_features // 2) if j not in set(dead)]
+             for layer, dead in zip(layers, removed)]
+    width = max(len(keep) for keep in keeps)
+    for layer, keep in zip(layers, keeps):
+        fused_units.keep_neurons(model, layer, keep, width)
+    return [len(keep) for keep in keeps]
 
 
 @torch.no_grad()
