@@ -20,6 +20,7 @@ from alembert.tasks.base import Task
 from alembert.tasks import task_of
 from alembert.errors import fail
 from alembert.families import FAMILIES, entry
+from distill.cross_tokenizer import teacher_view
 from alembert.modeldir import MODEL_INPUTS, load_model_dir
 
 
@@ -60,6 +61,9 @@ class StudentConfig:
     hidden_size: int | None = bounded(None, low=1)
     num_heads: int | None = bounded(None, low=1)
     intermediate_size: int | None = bounded(None, low=1)
+    # a tokenizer of the student's own (a directory or hub name; distill.cross_tokenizer): the student gets its
+    # vocabulary and learns new word embeddings (init=teacher still copies the layers); null: the teacher's
+    tokenizer: str | None = None
 
 
 class Teacher:
@@ -77,7 +81,7 @@ class Teacher:
     @torch.no_grad()
     def features(self, batch: dict[str, Tensor], *, hidden: bool = False, attentions: bool = False,
                  values: bool = False) -> Features:
-        return forward_features(self.model, batch, hidden=hidden, attentions=attentions, values=values)
+        return forward_features(self.model, teacher_view(batch), hidden=hidden, attentions=attentions, values=values)
 
 
 def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool = False,
@@ -162,10 +166,16 @@ def default_teacher_layers(teacher_layers: int, student_layers: int) -> tuple[in
     return tuple(int(i * step) for i in range(student_layers))
 
 
-def student_config(teacher_config: PretrainedConfig, config: StudentConfig) -> PretrainedConfig:
+def student_config(teacher_config: PretrainedConfig, config: StudentConfig, tokenizer=None) -> PretrainedConfig:
     """The teacher's config with the student's sizes; everything else (vocab, labels, family) is kept, and per-layer
-    settings (ModernBERT's attention pattern) are those of the teacher layers the student starts from."""
+    settings (ModernBERT's attention pattern) are those of the teacher layers the student starts from. A student
+    `tokenizer` of its own sets the vocabulary size and special-token ids."""
     cfg = copy.deepcopy(teacher_config)
+    if tokenizer is not None:
+        cfg.vocab_size = len(tokenizer)
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"):
+            if hasattr(cfg, name) and getattr(tokenizer, name, None) is not None:
+                setattr(cfg, name, getattr(tokenizer, name))
     if config.num_layers < 1:
         raise fail(f"student.num_layers={config.num_layers} must be at least 1", "set student.num_layers=2 or more")
     layers = config.teacher_layers or default_teacher_layers(teacher_config.num_hidden_layers, config.num_layers)
@@ -186,20 +196,23 @@ def student_config(teacher_config: PretrainedConfig, config: StudentConfig) -> P
     return cfg
 
 
-def build_student(teacher: PreTrainedModel, config: StudentConfig) -> PreTrainedModel:
-    """Build a student from the teacher's config, at random, from teacher layers, or from a directory."""
+def build_student(teacher: PreTrainedModel, config: StudentConfig, tokenizer=None) -> PreTrainedModel:
+    """Build a student from the teacher's config, at random, from teacher layers, or from a directory; with a
+    `tokenizer` of its own, in its vocabulary (the word embeddings are then learnt, not copied)."""
     if config.init not in ("teacher", "random"):
         return load_model_dir(config.init)
-    cfg = student_config(teacher.config, config)
+    cfg = student_config(teacher.config, config, tokenizer)
     student = task_of(cfg).model_class.from_config(cfg, attn_implementation=entry(teacher).attention)
     if config.init == "teacher":
         layers = config.teacher_layers or default_teacher_layers(teacher.config.num_hidden_layers, config.num_layers)
-        init_from_teacher(student, teacher, tuple(layers))
+        init_from_teacher(student, teacher, tuple(layers), word_embeddings=tokenizer is None)
     return student
 
 
-def init_from_teacher(student: PreTrainedModel, teacher: PreTrainedModel, layers: tuple[int, ...]) -> None:
-    """Copy the embeddings, the head and the chosen teacher layers (student layer i <- teacher layer layers[i])."""
+def init_from_teacher(student: PreTrainedModel, teacher: PreTrainedModel, layers: tuple[int, ...], *,
+                      word_embeddings: bool = True) -> None:
+    """Copy the embeddings (the word table only with `word_embeddings`), the head and the chosen teacher layers
+    (student layer i <- teacher layer layers[i])."""
     n_teacher = teacher.config.num_hidden_layers
     if len(layers) != student.config.num_hidden_layers:
         raise fail(f"student.teacher_layers lists {len(layers)} layers for a {student.config.num_hidden_layers}-layer student",
@@ -209,6 +222,9 @@ def init_from_teacher(student: PreTrainedModel, teacher: PreTrainedModel, layers
         raise fail(f"student.teacher_layers names layers {bad} but the teacher has layers 0..{n_teacher - 1}",
                    f"pick layers between 0 and {n_teacher - 1}")
     source = teacher.state_dict()
+    if not word_embeddings:  # another vocabulary: the student learns its own table
+        table = teacher.get_input_embeddings().weight
+        source = {key: value for key, value in source.items() if value.data_ptr() != table.data_ptr()}
     target = student.state_dict()
     pattern = layer_key(teacher)
     for key, value in source.items():

@@ -25,6 +25,7 @@ from transformers import PreTrainedModel
 
 from alembert.errors import fail
 from distill.losses import LOSSES
+from distill.cross_tokenizer import teacher_view
 from distill.models import Features, Teacher, forward_features
 
 # Soft-target terms and their default temperatures (distill.losses.kd_loss, distill.mlm.mlm_kd_loss).
@@ -66,7 +67,7 @@ class MultiTeacher:
         if hidden or attentions or values:
             raise fail("a multi-teacher gives soft targets only; hidden-state and attention terms need one teacher",
                        "use a recipe of kd and hard terms with several teachers, or a single teacher for layer-wise terms")
-        outputs = [forward_features(t.model, batch) for t in self.teachers]
+        outputs = [forward_features(t.model, teacher_view(batch)) for t in self.teachers]
         task = outputs[0].task
         return Features(logits=task.mix([o.logits for o in outputs], self.weights, self.temperature),
                         attention_mask=batch["attention_mask"], labels=batch.get("labels"), task=task)

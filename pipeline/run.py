@@ -30,6 +30,7 @@ from alembert.errors import AlembertError, fail
 from alembert.training import KDConfig
 from distill.recipes import RecipeConfig, StageConfig, TermConfig, check_recipe, stage_objective
 from distill.augment import AugmentConfig, augment_with
+from distill.cross_tokenizer import check_cross_tokenizer, paired_loader
 from distill.recovery import kd_recovery
 from distill.mlm import CorpusConfig, MaskingConfig, distil_mlm
 from distill.multi_teacher import MultiTeacher, check_same_tokenizer, soft_target_temperature
@@ -94,6 +95,13 @@ class Setup:
     task: TaskData
     loaders: Loaders
     teacher_labels: tuple[str, ...] | None = field(default=None)
+    # with student.tokenizer: the student's own tokenizer and loaders (distillation pairs its rows with the teacher's
+    # encoding of the same examples, distill.cross_tokenizer); None: the student reads the teacher's
+    student_tokenizer: object | None = None
+    student_loaders: Loaders | None = None
+
+    def for_student(self) -> tuple[object, Loaders]:
+        return (self.student_tokenizer, self.student_loaders) if self.student_loaders else (self.tokenizer, self.loaders)
 
 
 def setup(config: RunConfig) -> Setup:
@@ -111,7 +119,15 @@ def setup(config: RunConfig) -> Setup:
     trained_labels = _trained_label_names(source)
     if trained_labels and task.label_names and set(trained_labels) == set(task.label_names) and trained_labels != task.label_names:
         task = load_task(config.data, label_names=trained_labels)  # keep the trained head's label order
-    return Setup(source, tokenizer, task, make_loaders(task, tokenizer, config), trained_labels)
+    loaders = make_loaders(task, tokenizer, config)
+    if config.student.tokenizer is None:
+        return Setup(source, tokenizer, task, loaders, trained_labels)
+    check_cross_tokenizer(task.task, config.recipe.stages)
+    if config.augment.enabled:
+        raise fail("augment.enabled=true with student.tokenizer is not supported: the augmented transfer set would be "
+                   "drawn twice, once per tokenizer", "set augment.enabled=false, or drop student.tokenizer")
+    student_tokenizer = load_tokenizer(config.student.tokenizer)
+    return Setup(source, tokenizer, task, loaders, trained_labels, student_tokenizer, make_loaders(task, student_tokenizer, config))
 
 
 def _trained_label_names(source: str) -> tuple[str, ...] | None:
@@ -218,12 +234,14 @@ def _finetune_key(run: Setup, config: RunConfig) -> str:
 
 
 def describe(name: str, model: PreTrainedModel, model_dir: Path | str, run: Setup, config: RunConfig, *,
-             teacher_logits=None, train_s: float = 0.0) -> dict:
-    """One summary row: metric on the eval split, closeness to the teacher, size and batch-1 latency."""
-    logits, labels = predict_logits(model, run.loaders.eval)
+             teacher_logits=None, train_s: float = 0.0, loaders: Loaders | None = None) -> dict:
+    """One summary row: metric on the eval split (of `loaders`, default the teacher's tokenisation), closeness to
+    the teacher, size and batch-1 latency."""
+    loaders = loaders or run.loaders
+    logits, labels = predict_logits(model, loaders.eval)
     device = resolve_device(config.train.device)  # where it trained (a loaded teacher: where it was fine-tuned or read)
     total, non_embedding = count_parameters(model)
-    row = {"model": name, "layers": model.config.num_hidden_layers, **run.task.task.metrics(logits, labels, run.task.label_names, rows=run.loaders.eval.dataset)}
+    row = {"model": name, "layers": model.config.num_hidden_layers, **run.task.task.metrics(logits, labels, run.task.label_names, rows=loaders.eval.dataset)}
     if teacher_logits is not None:
         row.update(run.task.task.agreement(logits, teacher_logits, labels))
     row.update(params=total, non_embedding_params=non_embedding, size_mb=size_on_disk_mb(model_dir),
@@ -242,13 +260,16 @@ def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use
     `on_evaluate` sees the dev evaluations of the last stage only: earlier (layer-wise) stages' metrics mean nothing yet.
     """
     seed_everything(config.train.seed)
-    for data in (run.loaders.train, run.loaders.transfer):
+    tokenizer, loaders = run.for_student()
+    for data in (loaders.train, loaders.transfer):
         if data is not None and data.generator is not None:
             data.generator.manual_seed(config.train.seed)  # KD and baseline students see the same batch order
-    student = build_student(teacher_model, config.student)
+    student = build_student(teacher_model, config.student, tokenizer if run.student_tokenizer is not None else None)
     stages = config.recipe.stages if use_teacher else (HARD_LABELS,)
     teacher = teacher or Teacher(teacher_model)
-    train = run.loaders.transfer if use_teacher and run.loaders.transfer is not None else run.loaders.train
+    train = loaders.transfer if use_teacher and loaders.transfer is not None else loaders.train
+    if use_teacher and run.student_loaders is not None:  # the teacher reads the same rows in its own tokenisation
+        train = paired_loader(train, run.loaders.transfer if loaders.transfer is not None else run.loaders.train)
     start = time.perf_counter()
     for number, stage in enumerate(stages, 1):
         objective, extra_modules = stage_objective(stage, student.config, teacher_model.config)
@@ -256,7 +277,7 @@ def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use
             disable_attention_dropout(student)
         stage_train = replace(config.train, epochs=stage.epochs if stage.epochs is not None else config.train.epochs)
         with replacing(student, teacher_model, stage.replacement, seed=config.train.seed, objective=objective):
-            fit(student, train, run.loaders.dev, objective, stage_train,
+            fit(student, train, loaders.dev, objective, stage_train,
                 teacher=teacher if objective.needs_teacher else None, extra_modules=extra_modules,
                 keep_best=number == len(stages), desc=stage.name if use_teacher else "baseline",
                 on_evaluate=on_evaluate if number == len(stages) else None,
@@ -296,8 +317,10 @@ def run(config: RunConfig, out_dir: str | Path, on_evaluate: EvalCallback | None
                                   on_evaluate=on_evaluate if use_teacher else None)
         if not main:
             continue
-        save_model(student, prepared.tokenizer, out_dir / folder, extra={"distilled_from": teacher_dir} if use_teacher else None)
-        rows.append(describe(name, student, out_dir / folder, prepared, config, teacher_logits=teacher_logits, train_s=seconds))
+        tokenizer, loaders = prepared.for_student()
+        save_model(student, tokenizer, out_dir / folder, extra={"distilled_from": teacher_dir} if use_teacher else None)
+        rows.append(describe(name, student, out_dir / folder, prepared, config, teacher_logits=teacher_logits, train_s=seconds,
+                             loaders=loaders))
         if use_teacher and config.compress.passes:
             compress_student(student, prepared, config, out_dir)
     if not main:
@@ -346,6 +369,7 @@ def run_masked_lm(config: RunConfig, out_dir: Path) -> list[dict]:
 
 def compress_student(student: PreTrainedModel, run: Setup, config: RunConfig, out_dir: Path) -> None:
     """Run the compression passes on a copy of the distilled student; writes out_dir/compressed/."""
-    data = TaskLoaders(train=run.loaders.train, dev=run.loaders.dev, task=run.task.task)
+    tokenizer, loaders = run.for_student()  # recovery distils from the uncompressed student: its own tokenisation
+    data = TaskLoaders(train=loaders.train, dev=loaders.dev, task=run.task.task)
     # compression prepares an edge model: its passes (and int8) run on the CPU, whatever device trained the student
-    run_stage(copy.deepcopy(student).cpu(), run.tokenizer, config.compress, data, out_dir / "compressed", distiller=kd_recovery)
+    run_stage(copy.deepcopy(student).cpu(), tokenizer, config.compress, data, out_dir / "compressed", distiller=kd_recovery)

@@ -89,6 +89,11 @@ class Task:
         replaced word; word tags and answer offsets would not."""
         return True
 
+    def one_output_per_text(self) -> bool:
+        """Whether the model gives one output per text whatever its tokens, so that a teacher and a student with
+        different tokenizers can be compared output to output (per-token and per-span outputs cannot)."""
+        return True
+
     def int8_logit_bound(self) -> float:
         """The coarse max |logit difference| an int8 graph may show before the export calls it broken."""
         return 1.0

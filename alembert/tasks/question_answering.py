@@ -63,6 +63,9 @@ class QuestionAnswering(TokenOutputs, SequenceClassification):
     def augmentable(self) -> bool:
         return False
 
+    def one_output_per_text(self) -> bool:
+        return False
+
     def int8_metric_drop(self) -> float:
         return 0.015  # SQuAD F1 may lose 1.5 points to int8
 

@@ -45,6 +45,9 @@ class TokenClassification(TokenOutputs, SequenceClassification):
     def augmentable(self) -> bool:
         return False
 
+    def one_output_per_text(self) -> bool:
+        return False
+
     def int8_metric_drop(self) -> float:
         """Entity F1 may lose at most 1 point to int8: one wrong tag costs a whole entity, so it falls faster."""
         return 0.01
