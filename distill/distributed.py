@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
 
 from alembert.batching import bucketed_order, row_lengths
@@ -129,15 +130,21 @@ def broadcast_parameters(modules: Iterable[nn.Module]) -> None:
             dist.broadcast(tensor.data, src=0)
 
 
-def average_gradients(parameters: list[nn.Parameter]) -> None:
-    """Average gradients over ranks in one flat all-reduce per optimizer step.
+def data_parallel(model: nn.Module, device: torch.device) -> DistributedDataParallel | None:
+    """The student wrapped in DistributedDataParallel under torchrun (None in one process), so that its gradients
+    are averaged bucket by bucket while backward still runs. find_unused_parameters: LayerDrop and module
+    replacement leave some layers out of a step. Buffers are constant position and type ids: not re-broadcast."""
+    if world()[1] == 1:
+        return None
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True, broadcast_buffers=False)
 
-    This is DistributedDataParallel's arithmetic; it is done by hand because `forward_features` needs the bare
-    model (its config, its modules) and projections live outside it, and because with gradient accumulation it
-    communicates once per optimizer step rather than once per micro-batch.
-    """
+
+def average_gradients(parameters: list[nn.Parameter]) -> None:
+    """Average gradients over ranks in one flat all-reduce per optimizer step: for the modules trained beside a
+    DistributedDataParallel student (TinyBERT's projections), which are small."""
     size = world()[1]
-    if size == 1:
+    if size == 1 or not parameters:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
     flat = torch.cat([g.reshape(-1) for g in grads])

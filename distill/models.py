@@ -85,15 +85,16 @@ class Teacher:
 
 
 def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool = False,
-                     attentions: bool = False, values: bool = False) -> Features:
-    """Run the model on a collated batch and package what the losses may need."""
+                     attentions: bool = False, values: bool = False, forward: nn.Module | None = None) -> Features:
+    """Run the model on a collated batch and package what the losses may need; `forward` is what runs it when that
+    is a wrapper of `model` (DistributedDataParallel), which hooks and config are still read from."""
     if attentions and getattr(model.config, "_attn_implementation", "eager") != "eager":
         model.set_attn_implementation("eager")  # sdpa gives no attention maps
     inputs = {key: value for key, value in batch.items() if key in MODEL_INPUTS}
     captured: list[Tensor] = []  # each value projection's output (a fused one's last third is the value)
     hooks = [module.register_forward_hook(lambda _m, _i, out: captured.append(out)) for module in value_projections(model)] if values else []
     try:
-        output = model(**inputs, output_hidden_states=hidden, output_attentions=attentions)
+        output = (forward or model)(**inputs, output_hidden_states=hidden, output_attentions=attentions)
     finally:
         for hook in hooks:
             hook.remove()
