@@ -9,6 +9,7 @@ int8 or half model cannot be trained.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from compress.saving import load_compressed, save_compressed
-from compress.registry import apply, is_precision_pass, name_of
+from compress.registry import apply, is_precision_pass, name_of, spec_of
+from alembert.vocab import old_to_new, remap_batch, tokenizer_for
 from compress.report import COLUMNS, logits_on, measure, reference_inputs
 from alembert.errors import atomic_dir, fail
 from alembert.tasks.base import Task
@@ -110,9 +112,18 @@ def run_pipeline(model: nn.Module, tokenizer, passes, *, data: TaskLoaders | Non
     rows = [_announce(row)]
     for index, step in enumerate(steps):
         name = name_of(step.config)
-        model = apply(model, step.config, batches=data.train if data is not None else None).eval()
+        if teacher is not None and spec_of(step.config)[1].remaps_inputs:  # the recovery teacher reads the new ids too
+            teacher = apply(teacher, step.config, batches=data.train, tokenizer=tokenizer).eval()
+        model = apply(model, step.config, batches=data.train if data is not None else None, tokenizer=tokenizer).eval()
+        moved, old_dev = None, dev
+        if spec_of(step.config)[1].remaps_inputs:
+            tokenizer, moved = tokenizer_for(model, tokenizer), input_table(model)
+            data = moved_data(data, moved)
+            dev, reference = (data.dev if data is not None else None), remap_batch(reference, moved)
         row, logits = measure(name, model, seq_len=seq_len, dev=dev, reference=reference, previous_logits=logits,
                               previous_gflops=rows[-1]["gflops"])
+        if moved is not None:
+            row.update(vocab_report(model, old_dev, moved))
         rows.append(_announce(row))
         if index in points:
             model = recover(model, teacher, data, recovery, distiller)
@@ -122,6 +133,41 @@ def run_pipeline(model: nn.Module, tokenizer, passes, *, data: TaskLoaders | Non
     if out_dir is not None:
         _save(model, tokenizer, Path(out_dir), rows, reference, logits)
     return model, rows
+
+
+def input_table(model: nn.Module) -> torch.Tensor:
+    """Old id -> new id for the model's pruned vocabulary (alembert.vocab), pruned ids to UNK."""
+    entry = next(e for e in reversed(model.config.alembert_compression) if e.get("pass") == "prune_vocab")
+    return old_to_new(entry["kept_ids"], entry["vocab_before"], entry["unk_id"] if entry["unk_id"] is not None else 0)
+
+
+def moved_data(data: TaskLoaders | None, table: torch.Tensor) -> TaskLoaders | None:
+    """The same loaders (rows, order, batch size), their batches in the new token ids."""
+    if data is None:
+        return None
+
+    def move(loader: DataLoader | None) -> DataLoader | None:
+        if loader is None:
+            return None
+        collate = loader.collate_fn
+        return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
+                          collate_fn=lambda rows: remap_batch(collate(rows), table))
+    return dataclasses.replace(data, train=move(data.train), dev=move(data.dev))
+
+
+def vocab_report(model: nn.Module, dev: DataLoader | None, table: torch.Tensor) -> dict:
+    """Rows kept, and the share of the dev split's real tokens that became UNK (`dev` in the old ids)."""
+    entry = next(e for e in reversed(model.config.alembert_compression) if e.get("pass") == "prune_vocab")
+    report = {"vocab_kept": len(entry["kept_ids"]), "vocab_before": entry["vocab_before"]}
+    if dev is None or entry["unk_id"] is None:
+        return report
+    old_unk = entry["kept_ids"][entry["unk_id"]]
+    became, total = 0, 0
+    for batch in dev:
+        ids = batch["input_ids"][batch["attention_mask"].bool()]
+        became += int(((table[ids] == entry["unk_id"]) & (ids != old_unk)).sum())
+        total += ids.numel()
+    return {**report, "dev_unk_share": round(became / max(total, 1), 5)}
 
 
 def _announce(row: dict) -> dict:

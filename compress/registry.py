@@ -28,13 +28,15 @@ class PassSpec:
     handler: Handler
     precision: bool = False  # changes the number format (int8, fp16): nothing can be trained after it
     leaves_zeroed: bool = False  # zeroes structure it cannot remove in a stock config; export compacts it
+    needs_tokenizer: bool = False  # the handler takes tokenizer=... (prune_vocab reads its special tokens)
+    remaps_inputs: bool = False  # changes the token ids the model reads: data after it is moved (alembert.vocab)
 
 
 PASSES: Registry[PassSpec] = Registry("compression pass", package="compress.passes")
 
 
-def register_pass(name: str, config_type: type, *, precision: bool = False,
-                  leaves_zeroed: bool = False) -> Callable[[Handler], Handler]:
+def register_pass(name: str, config_type: type, *, precision: bool = False, leaves_zeroed: bool = False,
+                  needs_tokenizer: bool = False, remaps_inputs: bool = False) -> Callable[[Handler], Handler]:
     """Register `handler` for `config_type` under the YAML name `name`; duplicates are refused."""
     if not (dataclasses.is_dataclass(config_type) and config_type.__dataclass_params__.frozen):
         raise TypeError(f"{config_type.__name__} must be a frozen dataclass")
@@ -43,7 +45,7 @@ def register_pass(name: str, config_type: type, *, precision: bool = False,
         if any(spec.config_type is config_type for _, spec in PASSES.items()):
             raise fail(f"the compression pass config {config_type.__name__} is registered twice",
                        "give each pass its own config dataclass")
-        PASSES.add(name, PassSpec(config_type, handler, precision, leaves_zeroed))
+        PASSES.add(name, PassSpec(config_type, handler, precision, leaves_zeroed, needs_tokenizer, remaps_inputs))
         return handler
 
     return wrap
@@ -73,10 +75,12 @@ def config_from_name(name: str, settings: dict[str, Any] | None = None) -> objec
     return from_dict(PASSES.get(name).config_type, settings or {}, path=f"{name}.")
 
 
-def apply(model: nn.Module, config: object, *, batches: Iterable[dict] | None = None) -> nn.Module:
-    """Run the one handler registered for type(config). `batches` is task data, for passes that need it."""
+def apply(model: nn.Module, config: object, *, batches: Iterable[dict] | None = None, tokenizer=None) -> nn.Module:
+    """Run the one handler registered for type(config). `batches` is task data, for passes that need it; the
+    `tokenizer` goes to the passes whose entry says they need it."""
     _, spec = spec_of(config)
-    model = spec.handler(model, config, batches=batches)
+    extra = {"tokenizer": tokenizer} if spec.needs_tokenizer else {}
+    model = spec.handler(model, config, batches=batches, **extra)
     if spec.leaves_zeroed:
         mark_last_entry(model, leaves_zeroed=True)  # export reads this from config.json, not from compress
     return model

@@ -25,6 +25,7 @@ from transformers import AutoConfig
 from alembert.families import HISTORY_KEY, is_quantized
 from alembert.tasks import task_of
 from compress.passes.quantize import quantize_linear_int8
+from alembert.vocab import tokenizer_for
 from alembert.errors import atomic_dir, fail
 from alembert.modeldir import LABEL_FILE, load_model_dir, save_model
 
@@ -39,6 +40,7 @@ def save_compressed(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
     if getattr(model, "alembert_compact", False):
         raise fail("this model was compacted for export and its layers no longer match its config",
                    "save the model from before compact_for_export, and compact it again after loading")
+    tokenizer = tokenizer_for(model, tokenizer)  # a vocabulary-pruned model is saved with its rewritten tokenizer
     if not is_quantized(model):
         return save_model(model, tokenizer, out_dir)
     tensors = int8_tensors(model)  # before atomic_dir: a refused model leaves nothing behind

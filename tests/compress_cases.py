@@ -12,6 +12,9 @@ from compress.passes.prune import PruneFfnConfig, PruneHeadsConfig
 from compress.passes.quantize import CastConfig, QuantizeDynamicConfig
 from compress.passes.share import ShareLayersConfig
 from compress.passes.sparsity import SparsityConfig
+from compress.passes.vocab import PruneVocabConfig
+from compress.pipeline import input_table
+from alembert.vocab import kept_ids, remap_batch
 
 CASES = {  # pass -> (its config, what happens to the head: same | columns (a subset of them) | int8 | fp16)
     "prune_heads": (PruneHeadsConfig(ratio=0.5), "same"),
@@ -23,7 +26,13 @@ CASES = {  # pass -> (its config, what happens to the head: same | columns (a su
     "factorize_embeddings": (FactorizeEmbeddingsConfig(embedding_size=16), "same"),
     "quantize_dynamic": (QuantizeDynamicConfig(), "int8"),
     "cast": (CastConfig(dtype="fp16"), "fp16"),
+    "prune_vocab": (PruneVocabConfig(), "same"),  # reads the batch's tokens: apply it with batches=[batch]
 }
+
+
+def in_model_ids(model, batch: dict) -> dict:
+    """`batch` in the token ids the model reads (new ones after prune_vocab)."""
+    return batch if kept_ids(model) is None else remap_batch(batch, input_table(model))
 
 
 def real_tokens(values: torch.Tensor, batch) -> torch.Tensor:

@@ -29,7 +29,7 @@ from compress.pipeline import RecoveryConfig, Step, run_pipeline
 from compress.registry import apply, pass_names
 from compress.saving import INT8_WEIGHTS, load_compressed, save_compressed
 from distill.recovery import kd_recovery
-from tests.compress_cases import CASES, check_head, linear_weight, real_tokens
+from tests.compress_cases import CASES, check_head, in_model_ids, linear_weight, real_tokens
 
 torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,8 @@ def test_every_pass_keeps_the_span_head_and_reloads_as_a_qa_model(name, tokenize
     config, head = CASES[name]
     original = qa_model(tokenizer)
     before = head_weight(original).clone()
-    model = apply(copy.deepcopy(original), config)
+    model = apply(copy.deepcopy(original), config, batches=[batch], tokenizer=tokenizer)
+    batch = in_model_ids(model, batch)
     out = spans(model, batch)
     assert out.shape == (2, batch["input_ids"].shape[1], 2) and torch.isfinite(out).all()
     weight = head_weight(model)
