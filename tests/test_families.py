@@ -39,7 +39,8 @@ def test_every_entry_matches_its_familys_modules(model_type, vocab_size):
         assert isinstance(layers, nn.ModuleList) and len(layers) == LAYERS
     if entry.parts is not None:
         for layer in families.prunable_layers(model, "test"):
-            for role in ("query", "key", "value", "attention_out", "ffn_in", "ffn_out"):
+            projections = ("qkv",) if entry.fused_qkv else ("query", "key", "value")  # ModernBERT: one fused Wqkv
+            for role in (*projections, "attention_out", "ffn_in", "ffn_out"):
                 assert isinstance(families.part(model, layer, role), nn.Linear), role
     # one value projection per distinct layer (ALBERT's single shared group has one)
     distinct = 1 if entry.layers is None else LAYERS

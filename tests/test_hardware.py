@@ -51,5 +51,5 @@ def test_precision_auto_trains_in_bf16_only_where_the_cpu_has_bf16_instructions(
     chosen = autocast_dtype("auto", torch.device("cpu"), "student")
     assert chosen == (getattr(torch, dtype) if dtype else None)
     said = capsys.readouterr().out.strip()
-    assert said.startswith("student: precision=auto: ") and (("fp32 (" in said) == (dtype is None))
+    assert said.startswith("student: precision=auto on cpu: ") and (("fp32 (" in said) == (dtype is None))
     assert autocast_dtype("fp32", torch.device("cpu")) is None and autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
