@@ -118,3 +118,18 @@ def test_the_pruned_bundle_exports_with_parity_and_its_predictor_reads_raw_text(
     with torch.no_grad():
         expected = pruned(**new_tokenizer([TRAIN_TEXT], return_tensors="pt")).logits.argmax(-1).item()
     assert Predictor(bundle).predict([TRAIN_TEXT])[0]["label"] == pruned.config.id2label[expected]
+
+
+def test_tokens_of_the_named_text_files_are_kept_too_and_a_missing_file_is_one_line(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    data = task_loaders(DATA, tokenizer, model_for(tokenizer), batch_size=16)
+    plain = apply(model_for(tokenizer), PruneVocabConfig(), batches=data.train, tokenizer=tokenizer)
+    gone = next(i for i in range(len(tokenizer)) if i not in set(plain.config.alembert_compression[-1]["kept_ids"])
+                and not tokenizer.convert_ids_to_tokens(i).startswith("##") and i not in tokenizer.all_special_ids)
+    (tmp_path / "use.txt").write_text(tokenizer.convert_ids_to_tokens(gone) + "\n", encoding="utf-8")
+    widened = apply(model_for(tokenizer), PruneVocabConfig(texts=(str(tmp_path / "use.txt"),)), batches=data.train,
+                    tokenizer=tokenizer)
+    assert gone in widened.config.alembert_compression[-1]["kept_ids"]
+    with pytest.raises(AlembertError, match=r"prune_vocab.texts: .*nope.txt does not exist"):
+        apply(model_for(tokenizer), PruneVocabConfig(texts=(str(tmp_path / "nope.txt"),)), batches=data.train,
+              tokenizer=tokenizer)

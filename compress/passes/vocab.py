@@ -10,6 +10,7 @@ factorize_embeddings and quantize_dynamic, which then work on the smaller table.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,9 +26,28 @@ SPECIAL_ID_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id
 
 @dataclass(frozen=True)
 class PruneVocabConfig:
-    """Keep the tokens that occur at least `min_count` times in the training data (special tokens and UNK always)."""
+    """Keep the tokens that occur at least `min_count` times in the training data and in the UTF-8 text files
+    `texts` (one text per line: text the model will see in use), plus every special token and UNK."""
 
     min_count: int = bounded(1, low=1)
+    texts: tuple[str, ...] = ()
+
+
+def text_counts(paths: tuple[str, ...], tokenizer, vocabulary: int) -> torch.Tensor:
+    """How often each id occurs in the lines of `paths`, each file read whole before anything is pruned."""
+    counts = torch.zeros(vocabulary, dtype=torch.long)
+    for name in paths:
+        path = Path(name).expanduser()
+        try:
+            lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except FileNotFoundError:
+            raise fail(f"prune_vocab.texts: {path} does not exist", "give existing text files, one text per line") from None
+        except (UnicodeDecodeError, IsADirectoryError, PermissionError) as err:
+            raise fail(f"prune_vocab.texts: {path} cannot be read as UTF-8 text ({type(err).__name__})",
+                       "give plain UTF-8 text files, one text per line") from None
+        for ids in tokenizer(lines, add_special_tokens=False)["input_ids"] if lines else []:
+            counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=vocabulary)[:vocabulary]
+    return counts
 
 
 def token_counts(batches, vocabulary: int) -> torch.Tensor:
@@ -49,7 +69,7 @@ def prune_vocab(model: nn.Module, config: PruneVocabConfig, *, batches=None, tok
         raise fail("prune_vocab runs once per model: this one's vocabulary is already pruned", "list prune_vocab once")
     table = model.get_input_embeddings()
     vocabulary = table.num_embeddings
-    counts = token_counts(batches, vocabulary)
+    counts = token_counts(batches, vocabulary) + text_counts(config.texts, tokenizer, vocabulary)
     special = {i for i in tokenizer.all_special_ids if i < vocabulary}
     kept = sorted(special | set(torch.nonzero(counts >= config.min_count).flatten().tolist()))
     new_of = {old: new for new, old in enumerate(kept)}
