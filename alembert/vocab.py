@@ -27,11 +27,22 @@ PASS_NAME = "prune_vocab"
 SUPPORTED_MODELS = ("WordPiece", "Unigram")
 
 
+def pruning_entry(model) -> dict | None:
+    """The model's last prune_vocab history entry (kept_ids, vocab_before, unk_id); None if it has none."""
+    history = getattr(model.config, "alembert_compression", None) or []
+    return next((entry for entry in reversed(history) if entry.get("pass") == PASS_NAME), None)
+
+
 def kept_ids(model) -> list[int] | None:
     """The old ids the model's embedding rows hold, in new-id order, after its last prune_vocab; None if none."""
-    history = getattr(model.config, "alembert_compression", None) or []
-    entries = [entry for entry in history if entry.get("pass") == PASS_NAME]
-    return list(entries[-1]["kept_ids"]) if entries else None
+    entry = pruning_entry(model)
+    return None if entry is None else list(entry["kept_ids"])
+
+
+def input_table(model) -> Tensor:
+    """Old id -> new id for the model's pruned vocabulary, pruned ids to UNK."""
+    entry = pruning_entry(model)
+    return old_to_new(entry["kept_ids"], entry["vocab_before"], entry["unk_id"] if entry["unk_id"] is not None else 0)
 
 
 def old_to_new(kept: list[int], vocabulary_before: int, unk_new: int) -> Tensor:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from compress.saving import load_compressed, save_compressed
 from compress.registry import apply, is_precision_pass, name_of, spec_of
-from alembert.vocab import old_to_new, remap_batch, tokenizer_for
+from alembert.vocab import input_table, pruning_entry, remap_batch, tokenizer_for
 from compress.report import COLUMNS, logits_on, measure, reference_inputs
 from alembert.errors import atomic_dir, fail
 from alembert.tasks.base import Task
@@ -135,12 +135,6 @@ def run_pipeline(model: nn.Module, tokenizer, passes, *, data: TaskLoaders | Non
     return model, rows
 
 
-def input_table(model: nn.Module) -> torch.Tensor:
-    """Old id -> new id for the model's pruned vocabulary (alembert.vocab), pruned ids to UNK."""
-    entry = next(e for e in reversed(model.config.alembert_compression) if e.get("pass") == "prune_vocab")
-    return old_to_new(entry["kept_ids"], entry["vocab_before"], entry["unk_id"] if entry["unk_id"] is not None else 0)
-
-
 def moved_data(data: TaskLoaders | None, table: torch.Tensor) -> TaskLoaders | None:
     """The same loaders (rows, order, batch size), their batches in the new token ids."""
     if data is None:
@@ -157,7 +151,7 @@ def moved_data(data: TaskLoaders | None, table: torch.Tensor) -> TaskLoaders | N
 
 def vocab_report(model: nn.Module, dev: DataLoader | None, table: torch.Tensor) -> dict:
     """Rows kept, and the share of the dev split's real tokens that became UNK (`dev` in the old ids)."""
-    entry = next(e for e in reversed(model.config.alembert_compression) if e.get("pass") == "prune_vocab")
+    entry = pruning_entry(model)
     report = {"vocab_kept": len(entry["kept_ids"]), "vocab_before": entry["vocab_before"]}
     if dev is None or entry["unk_id"] is None:
         return report

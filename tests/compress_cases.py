@@ -13,8 +13,7 @@ from compress.passes.quantize import CastConfig, QuantizeDynamicConfig
 from compress.passes.share import ShareLayersConfig
 from compress.passes.sparsity import SparsityConfig
 from compress.passes.vocab import PruneVocabConfig
-from compress.pipeline import input_table
-from alembert.vocab import kept_ids, remap_batch
+from alembert.vocab import input_table, kept_ids, remap_batch
 
 CASES = {  # pass -> (its config, what happens to the head: same | columns (a subset of them) | int8 | fp16)
     "prune_heads": (PruneHeadsConfig(ratio=0.5), "same"),

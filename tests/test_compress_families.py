@@ -44,14 +44,20 @@ def test_ffn_pruning_narrows_every_layer_and_round_trips(model_type, tokenizer, 
     assert_round_trip(model, tokenizer, batch_for(model, tokenizer), tmp_path / "model")
 
 
-@pytest.mark.parametrize("model_type", prunable_families())
-def test_head_pruning_then_compaction_keeps_the_logits(model_type, tokenizer, tmp_path):
-    model = apply(make(model_type, tokenizer), PruneHeadsConfig(ratio=0.5, scope="global"))
+def pruned_and_compacted(model_type, tokenizer, tmp_path, config, kept_key: str):
+    """The pruned model (checked to round-trip), its compaction (checked to keep the logits), and the kept counts."""
+    model = apply(make(model_type, tokenizer), config)
     batch = batch_for(model, tokenizer)
     assert_round_trip(model, tokenizer, batch, tmp_path / "model")
-    kept = model.config.alembert_compression[-1]["heads_per_layer"]
     compact = compact_for_export(copy.deepcopy(model))
     torch.testing.assert_close(logits(compact, batch), logits(model, batch), rtol=0, atol=1e-5)
+    return model, compact, model.config.alembert_compression[-1][kept_key]
+
+
+@pytest.mark.parametrize("model_type", prunable_families())
+def test_head_pruning_then_compaction_keeps_the_logits(model_type, tokenizer, tmp_path):
+    model, compact, kept = pruned_and_compacted(model_type, tokenizer, tmp_path, PruneHeadsConfig(ratio=0.5, scope="global"),
+                                                "heads_per_layer")
     fused = entry(model).fused_qkv  # one Wqkv of 3 x 32 rows instead of a 32-row query projection
     widths = [part(compact, layer, "qkv" if fused else "query").out_features for layer in prunable_layers(compact, "t")]
     assert widths == ([heads * 8 for heads in kept] if entry(model).compact_heads else [96 if fused else 32] * 4)
@@ -97,12 +103,8 @@ def test_dropping_layers_keeps_the_named_ones(model_type, tokenizer, tmp_path):
 
 @pytest.mark.parametrize("model_type", prunable_families())
 def test_global_ffn_pruning_pads_uneven_layers_and_compaction_cuts_the_padding(model_type, tokenizer, tmp_path):
-    model = apply(make(model_type, tokenizer), PruneFfnConfig(ratio=0.5, scope="global"))
-    batch = batch_for(model, tokenizer)
-    assert_round_trip(model, tokenizer, batch, tmp_path / "model")
-    kept = model.config.alembert_compression[-1]["neurons_per_layer"]
-    compact = compact_for_export(copy.deepcopy(model))
-    torch.testing.assert_close(logits(compact, batch), logits(model, batch), rtol=0, atol=1e-5)
+    model, compact, kept = pruned_and_compacted(model_type, tokenizer, tmp_path, PruneFfnConfig(ratio=0.5, scope="global"),
+                                                "neurons_per_layer")
     halves = 2 if entry(model).gated_ffn else 1
     assert [part(compact, layer, "ffn_in").out_features for layer in prunable_layers(compact, "t")] == [halves * k for k in kept]
 

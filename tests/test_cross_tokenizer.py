@@ -14,9 +14,9 @@ from alembert.errors import AlembertError
 from alembert.modeldir import load_model_dir, load_tokenizer
 from alembert.training import TrainConfig
 from distill.cross_tokenizer import TEACHER_PREFIX, paired_loader, teacher_view
-from distill.models import StudentConfig, Teacher
+from distill.models import StudentConfig
 from distill.recipes import RecipeConfig, StageConfig, TermConfig
-from pipeline.run import FinetuneConfig, RunConfig, prepare_teacher, run, setup
+from pipeline.run import FinetuneConfig, RunConfig, run, setup
 
 DATA = DataConfig(demo=DemoConfig(train_size=200, dev_size=40, test_size=40), max_length=32)
 TRAIN = TrainConfig(epochs=2, batch_size=16, lr=1e-3)
