@@ -18,6 +18,28 @@ BERT_PARTS = MappingProxyType({
     "self_attention": "attention.self", "query": "attention.self.query", "key": "attention.self.key",
     "value": "attention.self.value", "attention_out": "attention.output.dense",
     "ffn_in": "intermediate.dense", "ffn_out": "output.dense"})
+# BERT's layer modules under the names ALBERT gives them in its shared layer (AlbertLayer).
+BERT_TO_ALBERT = MappingProxyType({
+    "attention.self.query": "attention.query", "attention.self.key": "attention.key",
+    "attention.self.value": "attention.value", "attention.output.dense": "attention.dense",
+    "attention.output.LayerNorm": "attention.LayerNorm", "intermediate.dense": "ffn", "output.dense": "ffn_output",
+    "output.LayerNorm": "full_layer_layer_norm"})
+
+
+@dataclass(frozen=True)
+class AlbertSource:
+    """How the ALBERT converter (compress/albert.py, behind share_layers and factorize_embeddings) reads a family.
+
+    Its post-LayerNorm layers map one-to-one onto ALBERT's; where its sequence head puts another activation than
+    ALBERT's tanh pooler between its two dense layers, the converter refits the head on task rows (measured, never exact).
+    """
+
+    layer_keys: Mapping[str, str] = field(default_factory=lambda: BERT_TO_ALBERT)  # module path in one layer -> its path in ALBERT's shared layer
+    config_keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # ALBERT config key -> this family's, where they differ
+    token_types: bool = True  # False: the family reads no segment ids, so ALBERT gets an all-zero segment table
+    projection: str | None = None  # the module taking E-wide embeddings to the hidden width, where there is one
+    head: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # sequence-head key prefixes -> ALBERT's (pooler, classifier)
+    head_activation: str = "tanh"  # the sequence head's activation; ALBERT's pooler has tanh
 
 
 @dataclass(frozen=True)
@@ -40,7 +62,7 @@ class Family:
     attention_suffix: str = ".attention.self"  # the modules whose attention dropout layer-wise terms switch off
     attention: str = "sdpa"  # the fastest attention its transformers classes take (eager, which alone returns maps, is asked for those)
     positions_after_padding: bool = False  # RoBERTa numbers positions from pad_token_id + 1
-    albert_source: bool = False  # the ALBERT converter maps it exactly (share_layers, factorize_embeddings)
+    albert: AlbertSource | None = None  # how the ALBERT converter reads it; None: share_layers/factorize refuse it
     # onnxruntime's transformer optimizer model_type whose fusions fit this family's graph; None: it has none
     ort_model_type: str | None = "bert"
     # the distinct layers head/FFN passes edit; None: the layer list

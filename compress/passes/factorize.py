@@ -1,6 +1,6 @@
 """Embedding factorization: a V x E word table and an E x H projection, initialised by truncated SVD.
 
-BERT and RoBERTa models are first converted to ALBERT (one group per layer, exact), whose config
+Other families are first converted to ALBERT (one group per layer, exact), whose config
 natively holds `embedding_size` and the `embedding_hidden_mapping_in` projection, so the result
 reloads with stock Auto classes.
 
@@ -84,11 +84,12 @@ def factorize(model: nn.Module, embedding_size: int) -> dict[str, float]:
 def factorize_embeddings(model: nn.Module, config: FactorizeEmbeddingsConfig, *, batches=None) -> nn.Module:
     require_float32(model, "factorize_embeddings")
     require_family(model, supported(), "factorize_embeddings")
+    head = {}
     if family(model) != "albert":
-        model = to_albert(model, groups=model.config.num_hidden_layers)
+        model, head = to_albert(model, groups=model.config.num_hidden_layers, batches=batches)
     errors = factorize(model, config.embedding_size)
     print(f"factorize_embeddings: E={config.embedding_size}, relative reconstruction error "
           f"{errors['word_reconstruction_error']:.4f} (word table), {errors['embedding_reconstruction_error']:.4f} (all tables)")
     record(model, {"pass": "factorize_embeddings", "embedding_size": config.embedding_size,
-                   **{k: round(v, 6) for k, v in errors.items()}})
+                   **{k: round(v, 6) for k, v in errors.items()}, **head})
     return model

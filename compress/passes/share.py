@@ -33,6 +33,6 @@ class ShareLayersConfig:
 @register_pass("share_layers", ShareLayersConfig)
 def share_layers(model: nn.Module, config: ShareLayersConfig, *, batches=None) -> nn.Module:
     require_float32(model, "share_layers")
-    shared = to_albert(model, config.groups, config.init)
-    record(shared, {"pass": "share_layers", "groups": config.groups, "init": config.init, "from": model.config.model_type})
+    shared, head = to_albert(model, config.groups, config.init, batches=batches)
+    record(shared, {"pass": "share_layers", "groups": config.groups, "init": config.init, "from": model.config.model_type, **head})
     return shared
