@@ -16,6 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+import alembert.students  # noqa: F401  (registers the small students with transformers' Auto classes)
 from alembert.families.base import FAMILIES
 from alembert.errors import AlembertError, atomic_dir, ensure_space, fail
 from alembert.tasks import task_of

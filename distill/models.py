@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,7 @@ from alembert.tasks import task_of
 from alembert.errors import fail
 from alembert.families import FAMILIES, entry
 from distill.cross_tokenizer import teacher_view
+from distill.students import KINDS, Kind, kind_settings
 from alembert.modeldir import MODEL_INPUTS, load_model_dir
 
 
@@ -64,6 +66,10 @@ class StudentConfig:
     # a tokenizer of the student's own (a directory or hub name; distill.cross_tokenizer): the student gets its
     # vocabulary and learns new word embeddings (init=teacher still copies the layers); null: the teacher's
     tokenizer: str | None = None
+    # distill.students: transformer (the teacher's architecture, the fields above) | bilstm | cnn | static, with
+    # `settings` parsed into that kind's settings dataclass (e.g. {hidden_size: 300} for bilstm)
+    kind: str = "transformer"
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class Teacher:
@@ -98,14 +104,13 @@ def forward_features(model: nn.Module, batch: dict[str, Tensor], *, hidden: bool
     finally:
         for hook in hooks:
             hook.remove()
-    heads = model.config.num_attention_heads
     task = task_of(model.config)
     return Features(
         logits=task.output_logits(output),
         attention_mask=batch["attention_mask"],
         hidden_states=output.hidden_states if hidden else None,
         attentions=output.attentions if attentions else None,
-        values=tuple(split_heads(value_part(model, v), heads) for v in captured) if values else None,
+        values=tuple(split_heads(value_part(model, v), model.config.num_attention_heads) for v in captured) if values else None,
         labels=batch.get("labels"),
         task=task,
     )
@@ -197,9 +202,21 @@ def student_config(teacher_config: PretrainedConfig, config: StudentConfig, toke
     return cfg
 
 
-def build_student(teacher: PreTrainedModel, config: StudentConfig, tokenizer=None) -> PreTrainedModel:
-    """Build a student from the teacher's config, at random, from teacher layers, or from a directory; with a
-    `tokenizer` of its own, in its vocabulary (the word embeddings are then learnt, not copied)."""
+def build_student(teacher: PreTrainedModel, config: StudentConfig, tokenizer=None, *, teacher_tokenizer=None) -> PreTrainedModel:
+    """Build a student of `config.kind` (distill.students), at random, from the teacher, or from a directory; with a
+    `tokenizer` of its own, in its vocabulary (the word embeddings are then learnt, not copied). `teacher_tokenizer`
+    is the teacher's (a static student's init encodes tokens with it)."""
+    return KINDS.get(config.kind).build(teacher, config, kind_settings(config), tokenizer, teacher_tokenizer=teacher_tokenizer)
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """A transformer student is sized by StudentConfig's own fields."""
+
+
+def transformer_student(teacher: PreTrainedModel, config: StudentConfig, settings: NoSettings, tokenizer=None, *,
+                        teacher_tokenizer=None) -> PreTrainedModel:
+    """The teacher's architecture with the student's sizes, initialised from `teacher_layers`."""
     if config.init not in ("teacher", "random"):
         return load_model_dir(config.init)
     cfg = student_config(teacher.config, config, tokenizer)
@@ -208,6 +225,9 @@ def build_student(teacher: PreTrainedModel, config: StudentConfig, tokenizer=Non
         layers = config.teacher_layers or default_teacher_layers(teacher.config.num_hidden_layers, config.num_layers)
         init_from_teacher(student, teacher, tuple(layers), word_embeddings=tokenizer is None)
     return student
+
+
+KINDS.add("transformer", Kind(NoSettings, transformer_student, layered=True))
 
 
 def init_from_teacher(student: PreTrainedModel, teacher: PreTrainedModel, layers: tuple[int, ...], *,

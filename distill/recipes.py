@@ -104,6 +104,13 @@ def check_recipe(recipe: RecipeConfig, *, layerdrop: float | None = None, unlabe
             check_layerdrop(objective)
 
 
+def layer_methods(recipe: RecipeConfig, *, layerdrop: float | None = None) -> tuple[str, ...]:
+    """What in the recipe (and train.layerdrop) needs a student with transformer layers."""
+    terms = sorted({t.name for stage in recipe.stages for t in stage.terms if Objective((Term(t.name, t.weight),)).reads_layers})
+    replacement = ("module replacement",) if any(stage.replacement is not None for stage in recipe.stages) else ()
+    return (*(f"the layer-wise term {name}" for name in terms), *replacement, *(("LayerDrop",) if layerdrop else ()))
+
+
 def _schedules(raw: dict, path: str = "schedules.") -> tuple[tuple[str, Schedule], ...]:
     return tuple((key, value if isinstance(value, Schedule) else from_dict(Schedule, value, path=f"{path}{key}."))
                  for key, value in raw.items())
@@ -127,6 +134,6 @@ def stage_objective(stage: StageConfig, student: PretrainedConfig, teacher: Pret
 
 
 def _projection(stage: StageConfig, student: PretrainedConfig, teacher: PretrainedConfig) -> HiddenProjection | None:
-    if student.hidden_size == teacher.hidden_size or not any(LOSSES[t.name].projected for t in stage.terms):
+    if not any(LOSSES[t.name].projected for t in stage.terms) or student.hidden_size == teacher.hidden_size:
         return None
     return HiddenProjection(student.hidden_size, teacher.hidden_size, student.num_hidden_layers)

@@ -75,12 +75,19 @@ class OpenVinoSession:
         self.core = _openvino_core()
         self.compiled = self.core.compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.input_names = [port.any_name for port in self.compiled.inputs]
+        self.input_names = [_feed_name(port) for port in self.compiled.inputs]
         self.providers = ["OpenVINO CPU plugin"]  # OpenVINO picks its own device; onnxruntime's providers do not apply
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         results = self.request.infer({name: feed[name] for name in self.input_names})
         return [np.asarray(results[port]) for port in self.compiled.outputs]
+
+
+def _feed_name(port) -> str:
+    """The port's name in the ONNX graph's inputs: OpenVINO may also give it an inner tensor's name (a cast of the
+    mask, in a BiLSTM student's graph) and pick that one as `any_name`."""
+    names = sorted(port.get_names())
+    return next((name for name in names if "/" not in name), port.any_name)
 
 
 BACKENDS.add(DEFAULT, Backend(DEFAULT, "pip install onnxruntime", lambda: True, OrtSession))

@@ -110,6 +110,8 @@ def attention_shapes(model: PreTrainedModel) -> tuple[tuple[int, ...], int]:
         if isinstance(count, int) and any(hasattr(module, q) for q in ("query", "q_lin", "q_proj")):
             heads.append(count)
             widths.add(int(getattr(module, "all_head_size", model.config.hidden_size)))
+    if not heads and not hasattr(model.config, "num_attention_heads"):
+        return (0,), 0  # no attention at all (a BiLSTM, CNN or static student): 0 lets onnxruntime's optimizer look
     if not heads:
         heads = [int(model.config.num_attention_heads)]
     # onnxruntime's fuser wants heads x head size here (it warns that it differs from q/k/v's input width, and fuses)

@@ -28,7 +28,8 @@ from alembert.evaluate import predict_logits
 from alembert.config import bounded, one_of
 from alembert.errors import AlembertError, fail
 from alembert.training import KDConfig
-from distill.recipes import RecipeConfig, StageConfig, TermConfig, check_recipe, stage_objective
+from distill.recipes import RecipeConfig, StageConfig, TermConfig, check_recipe, layer_methods, stage_objective
+from distill.students import check_student
 from distill.augment import AugmentConfig, augment_with
 from distill.cross_tokenizer import check_cross_tokenizer, paired_loader
 from distill.recovery import kd_recovery
@@ -108,6 +109,7 @@ def setup(config: RunConfig) -> Setup:
     """Resolve the teacher, load and validate the data and tokenise it: every bad input fails here, before training."""
     # a misspelt term parameter fails here, not as a TypeError mid-training
     check_recipe(config.recipe, layerdrop=config.train.layerdrop, unlabelled=config.data.labelled_examples is not None)
+    check_student(config.student, layer_methods=layer_methods(config.recipe, layerdrop=config.train.layerdrop))
     if config.data.labelled_examples is not None and config.augment.enabled:
         raise fail("data.labelled_examples and augment.enabled=true together are not supported",
                    "the unlabelled examples already are the transfer set: set augment.enabled=false")
@@ -264,7 +266,8 @@ def distil(run: Setup, teacher_model: PreTrainedModel, config: RunConfig, *, use
     for data in (loaders.train, loaders.transfer):
         if data is not None and data.generator is not None:
             data.generator.manual_seed(config.train.seed)  # KD and baseline students see the same batch order
-    student = build_student(teacher_model, config.student, tokenizer if run.student_tokenizer is not None else None)
+    student = build_student(teacher_model, config.student, tokenizer if run.student_tokenizer is not None else None,
+                            teacher_tokenizer=run.tokenizer)
     stages = config.recipe.stages if use_teacher else (HARD_LABELS,)
     teacher = teacher or Teacher(teacher_model)
     train = loaders.transfer if use_teacher and loaders.transfer is not None else loaders.train
