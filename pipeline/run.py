@@ -362,6 +362,12 @@ def run_masked_lm(config: RunConfig, out_dir: Path) -> list[dict]:
     """
     if len(config.recipe.stages) != 1:
         raise fail("masked-LM distillation takes a one-stage recipe", "use recipe=distilbert_mlm")
+    unused = [name for name, used in (("compress.passes", config.compress.passes), ("teachers", config.teachers),
+                                      ("augment.enabled", config.augment.enabled), ("student.tokenizer", config.student.tokenizer),
+                                      ("student.kind", config.student.kind != "transformer")) if used]
+    if unused:  # said, not ignored: the masked-LM run has no task data, head or second tokenizer for them
+        raise fail(f"masked-LM distillation (corpus.path) does not take {', '.join(unused)}",
+                   "drop them, and compress or fine-tune the saved MLM student in a later run")
     _, history = distil_mlm(config.teacher, config.student, config.corpus, config.train,
                             terms=config.recipe.stages[0].terms, masking=config.masking, out_dir=out_dir / "student",
                             checkpoint_dir=out_dir / "checkpoints" / "mlm-student")

@@ -10,6 +10,7 @@ from transformers import AutoModelForSequenceClassification, GPT2Config
 
 from alembert import families
 from alembert.errors import AlembertError
+from alembert.families import transformer_families
 from alembert.families.base import FAMILIES, Family
 from alembert.modeldir import check_family
 from conftest import tiny_config, tiny_tokenizer
@@ -28,7 +29,7 @@ def tiny(model_type: str, vocab_size: int, layers: int = LAYERS) -> nn.Module:
     return AutoModelForSequenceClassification.from_config(tiny_config(model_type, vocab_size, layers)).eval()
 
 
-@pytest.mark.parametrize("model_type", FAMILIES.names())
+@pytest.mark.parametrize("model_type", transformer_families())
 def test_every_entry_matches_its_familys_modules(model_type, vocab_size):
     model = tiny(model_type, vocab_size)
     entry = families.entry(model)
@@ -47,7 +48,7 @@ def test_every_entry_matches_its_familys_modules(model_type, vocab_size):
     assert len(value_projections(model)) == distinct
 
 
-@pytest.mark.parametrize("model_type", [name for name in FAMILIES.names() if FAMILIES[name].layers is not None])
+@pytest.mark.parametrize("model_type", [name for name in transformer_families() if FAMILIES[name].layers is not None])
 def test_student_init_copies_exactly_the_named_teacher_layers(model_type, vocab_size):
     teacher = tiny(model_type, vocab_size)
     student = build_student(teacher, StudentConfig(num_layers=2, teacher_layers=(3, 1)))

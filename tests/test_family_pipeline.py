@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from alembert.families import transformer_families
 from alembert.families.base import FAMILIES
 from alembert.modeldir import load_model_dir, save_model
 from conftest import tiny_config, tiny_tokenizer
@@ -36,7 +37,7 @@ def batch_for(model, tokenizer) -> dict:
     return {name: value for name, value in encoded.items() if name != "token_type_ids" or takes_types}
 
 
-@pytest.fixture(scope="module", params=FAMILIES.names())
+@pytest.fixture(scope="module", params=transformer_families())
 def teacher(request, tokenizer):
     torch.manual_seed(0)
     return AutoModelForSequenceClassification.from_config(tiny_config(request.param, len(tokenizer), 4)).eval()

@@ -76,6 +76,21 @@ def test_masked_lm_distillation_refuses_a_teacher_without_an_mlm_head(tiny_dir, 
         run(config, tmp_path / "out")
 
 
+@pytest.mark.parametrize(("changes", "named"), [
+    (lambda tmp: {"teachers": (str(tmp / "other"),)}, "teachers"),
+    (lambda tmp: {"augment": AugmentConfig(enabled=True, mlm=str(tmp))}, "augment.enabled"),
+    (lambda tmp: {"student": StudentConfig(num_layers=2, kind="static")}, "student.kind"),
+])
+def test_masked_lm_distillation_names_the_settings_it_does_not_take_instead_of_ignoring_them(changes, named, mlm_dir, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the movie was good\n")
+    config = _config(mlm_dir, corpus=CorpusConfig(path=str(corpus)), **changes(tmp_path),
+                     recipe=RecipeConfig(stages=(StageConfig(terms=(TermConfig("mlm", 1.0),)),)))
+    with pytest.raises(AlembertError, match=f"masked-LM distillation \\(corpus.path\\) does not take {named}"):
+        run(config, tmp_path / "out")
+    assert not (tmp_path / "out" / "student").exists()
+
+
 def test_compression_passes_run_after_distillation(tiny_dir, tmp_path):
     from compress.cli import CompressStage
 

@@ -38,6 +38,11 @@ def require_family(model: nn.Module, supported: tuple[str, ...], what: str) -> s
     return name
 
 
+def transformer_families() -> tuple[str, ...]:
+    """The families a teacher can come from (every entry but the non-transformer students')."""
+    return supporting("transformer")
+
+
 def with_layer_list() -> tuple[str, ...]:
     return supporting("layers")
 

@@ -62,6 +62,7 @@ class Family:
     attention_suffix: str = ".attention.self"  # the modules whose attention dropout layer-wise terms switch off
     attention: str = "sdpa"  # the fastest attention its transformers classes take (eager, which alone returns maps, is asked for those)
     positions_after_padding: bool = False  # RoBERTa numbers positions from pad_token_id + 1
+    transformer: bool = True  # False: a non-transformer student (alembert/students/), never a teacher
     albert: AlbertSource | None = None  # how the ALBERT converter reads it; None: share_layers/factorize refuse it
     # onnxruntime's transformer optimizer model_type whose fusions fit this family's graph; None: it has none
     ort_model_type: str | None = "bert"

@@ -4,4 +4,4 @@ structural passes refuse them in one line; int8 and vocabulary pruning work on t
 from alembert.families.base import Family, register
 
 for model_type in ("alembert-bilstm", "alembert-cnn", "alembert-static"):
-    register(Family(model_type, layers=None, attention="eager", ort_model_type=None))
+    register(Family(model_type, layers=None, attention="eager", ort_model_type=None, transformer=False))
