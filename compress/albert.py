@@ -46,11 +46,7 @@ def group_of(layer: int, layers: int, groups: int) -> int:
 
 def _setting(cfg, key: str, default=None):
     """ALBERT's config `key` read from a family's config under the family's own name for it."""
-    return getattr(cfg, entry_of(cfg).albert.config_keys.get(key, key), default)
-
-
-def entry_of(cfg):
-    return FAMILIES[cfg.model_type]
+    return getattr(cfg, FAMILIES[cfg.model_type].albert.config_keys.get(key, key), default)
 
 
 def _albert_config(source, groups: int, embedding_size: int) -> AlbertConfig:
@@ -66,7 +62,7 @@ def _albert_config(source, groups: int, embedding_size: int) -> AlbertConfig:
         num_attention_heads=_setting(cfg, "num_attention_heads"), intermediate_size=_setting(cfg, "intermediate_size"),
         hidden_act=_setting(cfg, "hidden_act"), hidden_dropout_prob=_setting(cfg, "hidden_dropout_prob"),
         attention_probs_dropout_prob=_setting(cfg, "attention_probs_dropout_prob"),
-        max_position_embeddings=cfg.max_position_embeddings - entry_of(cfg).position_offset(cfg),
+        max_position_embeddings=cfg.max_position_embeddings - FAMILIES[cfg.model_type].position_offset(cfg),
         type_vocab_size=_setting(cfg, "type_vocab_size", 2), initializer_range=cfg.initializer_range,
         layer_norm_eps=_setting(cfg, "layer_norm_eps", 1e-12),  # DistilBERT's LayerNorms are fixed at 1e-12
         classifier_dropout_prob=_setting(cfg, "classifier_dropout") or _setting(cfg, "hidden_dropout_prob"),

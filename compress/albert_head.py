@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from alembert.errors import fail
 from alembert.families import entry, family
+from alembert.modeldir import MODEL_INPUTS
 
 REFIT_ROWS = 4096  # task rows the refit reads (a quarter held out): several per pooler weight row at width 1024
 REFIT_STEPS = 100  # L-BFGS iterations over pooler and classifier together
@@ -63,7 +64,8 @@ def refit_head(source: nn.Module, target: nn.Module, batches, *, activation: str
 @torch.no_grad()
 def _head_rows(source: nn.Module, target: nn.Module, batches) -> tuple[Tensor, Tensor]:
     """The converted model's [CLS] states and the original model's logits on up to REFIT_ROWS rows."""
-    source.eval(), target.eval()
+    source.eval()
+    target.eval()
     states, wanted = [], []
     for batch in batches:
         wanted.append(source(**_inputs(batch, entry(source).albert.token_types)).logits)
@@ -98,8 +100,8 @@ def ridge(features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _inputs(batch: dict, token_types: bool) -> dict:
-    keys = ("input_ids", "attention_mask", "token_type_ids") if token_types else ("input_ids", "attention_mask")
-    return {key: batch[key] for key in keys if key in batch}
+    """The batch's model inputs; segment ids only for a model that reads them (DistilBERT's forward has none)."""
+    return {key: batch[key] for key in MODEL_INPUTS if key in batch and (token_types or key != "token_type_ids")}
 
 
 @torch.no_grad()

@@ -206,6 +206,8 @@ def build_student(teacher: PreTrainedModel, config: StudentConfig, tokenizer=Non
     """Build a student of `config.kind` (distill.students), at random, from the teacher, or from a directory; with a
     `tokenizer` of its own, in its vocabulary (the word embeddings are then learnt, not copied). `teacher_tokenizer`
     is the teacher's (a static student's init encodes tokens with it)."""
+    if config.init not in ("teacher", "random"):
+        return load_model_dir(config.init)
     return KINDS.get(config.kind).build(teacher, config, kind_settings(config), tokenizer, teacher_tokenizer=teacher_tokenizer)
 
 
@@ -217,8 +219,6 @@ class NoSettings:
 def transformer_student(teacher: PreTrainedModel, config: StudentConfig, settings: NoSettings, tokenizer=None, *,
                         teacher_tokenizer=None) -> PreTrainedModel:
     """The teacher's architecture with the student's sizes, initialised from `teacher_layers`."""
-    if config.init not in ("teacher", "random"):
-        return load_model_dir(config.init)
     cfg = student_config(teacher.config, config, tokenizer)
     student = task_of(cfg).model_class.from_config(cfg, attn_implementation=entry(teacher).attention)
     if config.init == "teacher":

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from alembert.config import bounded, from_dict
 from alembert.errors import fail
 from alembert.registry import Registry
-from alembert.students import BiLstmConfig, CnnConfig, StaticConfig
+from alembert.students import MODELS, BiLstmConfig, CnnConfig, StaticConfig
 from alembert.tasks import task_of
 
 TOKEN_BATCH = 512  # tokens encoded at once for the static student's init
@@ -30,6 +30,7 @@ TOKEN_BATCH = 512  # tokens encoded at once for the static student's init
 class Kind:
     settings: type  # the frozen dataclass `student.settings` is parsed into
     # (teacher, StudentConfig, settings, student tokenizer or None, *, teacher_tokenizer) -> an untrained student
+    # (student.init=teacher|random; a directory to load is distill.models.build_student's)
     build: Callable[..., PreTrainedModel]
     layered: bool = False  # has the teacher's layers, for layer-wise terms
 
@@ -85,10 +86,6 @@ def _small(config_type: type, fields: tuple[str, ...], table: Callable[[PreTrain
     """A builder for one small kind: its config from the teacher's labels and vocabulary, its word table from `table`."""
 
     def build(teacher: PreTrainedModel, config, settings, tokenizer=None, *, teacher_tokenizer=None) -> PreTrainedModel:
-        from alembert.modeldir import load_model_dir
-
-        if config.init not in ("teacher", "random"):
-            return load_model_dir(config.init)
         task = task_of(teacher.config)
         if not task.one_output_per_text():
             raise fail(f"student.kind={config.kind} classifies whole texts, but the task is {task.name}",
@@ -98,19 +95,13 @@ def _small(config_type: type, fields: tuple[str, ...], table: Callable[[PreTrain
             pad_token_id=(tokenizer.pad_token_id if tokenizer is not None else teacher.config.pad_token_id) or 0,
             num_labels=teacher.config.num_labels, id2label=teacher.config.id2label, label2id=teacher.config.label2id,
             problem_type=teacher.config.problem_type, **{name: getattr(settings, name) for name in fields})
-        student = _model_for(config_type)(student_cfg)
+        student = MODELS[config_type.model_type][1](student_cfg)
         if config.init == "teacher" and tokenizer is None:  # another vocabulary: the student learns its own table
             with torch.no_grad():
                 student.embeddings.weight.copy_(table(teacher, settings.embedding_dim, teacher_tokenizer))
         return student
 
     return build
-
-
-def _model_for(config_type: type):
-    from alembert.students import MODELS
-
-    return MODELS[config_type.model_type][1]
 
 
 def pca(rows: Tensor, width: int, what: str) -> Tensor:
