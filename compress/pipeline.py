@@ -22,6 +22,7 @@ from compress.registry import apply, is_precision_pass, name_of, spec_of
 from alembert.vocab import input_table, pruning_entry, remap_batch, tokenizer_for
 from compress.report import COLUMNS, logits_on, measure, reference_inputs
 from alembert.errors import atomic_dir, fail
+from alembert.tasks import check_deployable, task_of
 from alembert.tasks.base import Task
 from alembert.report import save_table
 from alembert.training import Distiller, KDConfig, TrainConfig
@@ -99,6 +100,7 @@ def run_pipeline(model: nn.Module, tokenizer, passes, *, data: TaskLoaders | Non
 
     With `out_dir`, the final model goes to out_dir/model and the table to out_dir/compress_report.{md,json}.
     """
+    check_deployable(task_of(model.config), "compression")
     steps = _as_steps(passes)
     points = _recovery_points(steps, recovery)
     _check_plan(steps, points, recovery, data)

@@ -25,8 +25,7 @@ from transformers import PreTrainedModel
 from alembert.data import Example
 from alembert.config import bounded
 from alembert.errors import fail
-from distill.mlm import load_masked_lm
-from alembert.modeldir import load_tokenizer, resolve_source
+from alembert.modeldir import load_masked_lm, load_tokenizer, resolve_source
 
 BPE_WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE and SentencePiece mark the start of a word
 

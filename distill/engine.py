@@ -97,7 +97,8 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
     model.to(device)
     if teacher is not None:
         teacher.to(device)  # beside the student, so a GPU student also gets a GPU teacher (and cache pass)
-    if teacher is not None and config.cache_teacher:
+    # a row the task feeds differently each epoch (masked afresh) has no teacher outputs to keep
+    if teacher is not None and config.cache_teacher and task_of(model.config).repeats_inputs():
         reads = objective.teacher_reads(model.config.num_hidden_layers, teacher.model.config.num_hidden_layers)
         teacher = cache_teacher(teacher, train, device, reads, CacheBudget.of(config),
                                 batch_size=config.eval_batch_size, say=_say)

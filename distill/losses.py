@@ -33,7 +33,6 @@ class LossSpec:
     needs_values: bool = False
     projected: bool = False  # compares hidden states through a learned projection when widths differ (TinyBERT)
     soft_target_temperature: float | None = None  # softens the teacher at this default temperature (a KD term)
-    classifier_only: bool = False  # reads a sequence classifier's logits and task labels, which raw text has not
     reads_labels: bool = False  # reads the gold labels: refused on an unlabelled transfer set (data.labelled_examples)
     # (term, params, n_student, n_teacher) -> the teacher layers it reads (1-based, 0 = embedding output), so the
     # teacher cache keeps only those; None: every layer
@@ -163,4 +162,4 @@ def kd_objective(config: KDConfig, *, task: Task) -> Objective:
     return Objective((Term("hard", config.alpha), Term(soft, 1.0 - config.alpha, params)))
 
 
-# The layer-wise (DistilBERT, TinyBERT, MiniLM) and masked-LM terms register themselves on import.
+# The layer-wise (DistilBERT, TinyBERT, MiniLM) terms register themselves on import.

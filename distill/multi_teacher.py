@@ -28,8 +28,6 @@ from distill.losses import LOSSES
 from distill.cross_tokenizer import teacher_view
 from distill.models import Features, Teacher, forward_features
 
-# Soft-target terms and their default temperatures (distill.losses.kd_loss, distill.mlm.mlm_kd_loss).
-
 
 class MultiTeacher:
     """Frozen teachers sharing a tokenizer and label set, mixed with positive weights (normalised to sum 1)."""
@@ -74,7 +72,7 @@ class MultiTeacher:
 
 
 def soft_target_temperature(stages: Sequence) -> float:
-    """The one temperature of the recipe's soft-target terms (kd, mlm_kd), which the mixture must be taken at.
+    """The one temperature of the recipe's soft-target terms (kd), which the mixture must be taken at.
 
     `stages` are recipe StageConfigs. Different temperatures, or a scheduled one, cannot be matched by one
     mixture and are refused; a recipe without soft-target terms gets 1.0.

@@ -20,7 +20,7 @@ from alembert import hardware
 from alembert.data import DataConfig
 from alembert.families import entry, family, history, prunable_families
 from alembert.tasks.base import Task
-from alembert.tasks import task_of
+from alembert.tasks import check_deployable, task_of
 from alembert.compact import compact_for_export
 from alembert.decoding import DECODERS
 from alembert.errors import AlembertError, atomic_dir, fail
@@ -69,6 +69,7 @@ def build_bundle(config: ExportConfig) -> Path:
 def export_model(model, tokenizer, out: Path, config: ExportConfig, *, source: str = "in-memory model") -> Path:
     """Export an in-memory model of any task (a classifier, regressor or token tagger; any pass result) with its
     tokenizer into the bundle `out`."""
+    check_deployable(task_of(model.config), "the export")
     variants = resolve(config.variants)
     model = compacted(model)
     config = dataclasses.replace(config, max_length=supported_length(model, tokenizer, config.max_length))

@@ -33,10 +33,10 @@ from distill.students import check_student
 from distill.augment import AugmentConfig, augment_with
 from distill.cross_tokenizer import check_cross_tokenizer, paired_loader
 from distill.recovery import kd_recovery
-from distill.mlm import CorpusConfig, MaskingConfig, distil_mlm
 from distill.multi_teacher import MultiTeacher, check_same_tokenizer, soft_target_temperature
 from distill.models import StudentConfig, Teacher, build_student, disable_attention_dropout
 from distill.theseus import replacing
+from alembert.tasks import check_deployable, task_named
 from alembert.modeldir import count_parameters, load_classifier, load_tokenizer, resolve_source, save_model
 from alembert.report import latency_ms, save_table, size_on_disk_mb
 
@@ -69,8 +69,6 @@ class RunConfig:
     finetune: FinetuneConfig = FinetuneConfig()
     baseline: bool = True
     latency_seq_len: int = bounded(64, low=1)
-    corpus: CorpusConfig = CorpusConfig()  # corpus.path set: task-agnostic masked-LM distillation on raw text
-    masking: MaskingConfig = MaskingConfig()
     augment: AugmentConfig = AugmentConfig()  # TinyBERT transfer-set augmentation with an MLM model
     compress: CompressStage = CompressStage()  # passes run on the distilled student, e.g. compress.passes=[prune_ffn]
     teachers: tuple[str, ...] = ()  # several teachers sharing a tokenizer: their soft targets are averaged
@@ -114,6 +112,7 @@ def setup(config: RunConfig) -> Setup:
         raise fail("data.labelled_examples and augment.enabled=true together are not supported",
                    "the unlabelled examples already are the transfer set: set augment.enabled=false")
     if config.compress.passes:
+        check_deployable(task_named(config.data.task_type), "compress.passes")
         build_steps(config.compress.passes, config.compress.settings)  # and a bad pass setting, not after training
     source = resolve_source(config.teacher)
     tokenizer = load_tokenizer(source)
@@ -206,7 +205,7 @@ def _why_untrained(run: Setup) -> str:
     if run.teacher_labels and wanted and set(run.teacher_labels) != set(wanted):
         return (f"its head was trained for {len(run.teacher_labels)} labels ({', '.join(run.teacher_labels)}), this task "
                 f"has {len(wanted)} ({', '.join(wanted)}): a fresh {len(wanted)}-label head")
-    return "the teacher has no head trained for these labels"
+    return f"the teacher has no {run.task.task.name} head trained for these labels"
 
 
 def _finetune_train(config: RunConfig, out_dir: Path | None, name: str) -> dict:
@@ -304,8 +303,6 @@ def run(config: RunConfig, out_dir: str | Path, on_evaluate: EvalCallback | None
     """
     distributed.init_from_env(resolve_device(config.train.device))
     out_dir = Path(distributed.broadcast_object(str(out_dir)))
-    if config.corpus.path is not None:
-        return run_masked_lm(config, out_dir)
     main = distributed.is_main()
     start = time.perf_counter()
     prepared = setup(config)
@@ -352,28 +349,6 @@ def build_teacher(run: Setup, first: PreTrainedModel, config: RunConfig, *,
                               out_dir=out_dir, name=f"teacher{number}")[0]
               for number, source in enumerate(sources, 2)]
     return MultiTeacher([first, *others], config.teacher_weights, temperature=soft_target_temperature(config.recipe.stages))
-
-
-def run_masked_lm(config: RunConfig, out_dir: Path) -> list[dict]:
-    """Task-agnostic DistilBERT distillation on raw text: the student keeps an MLM head, for later fine-tuning.
-
-    It checkpoints to out_dir/checkpoints/mlm-student/ when train.checkpoint_every is set, and train.resume
-    continues from there, as the labelled-task stages do.
-    """
-    if len(config.recipe.stages) != 1:
-        raise fail("masked-LM distillation takes a one-stage recipe", "use recipe=distilbert_mlm")
-    unused = [name for name, used in (("compress.passes", config.compress.passes), ("teachers", config.teachers),
-                                      ("augment.enabled", config.augment.enabled), ("student.tokenizer", config.student.tokenizer),
-                                      ("student.kind", config.student.kind != "transformer")) if used]
-    if unused:  # said, not ignored: the masked-LM run has no task data, head or second tokenizer for them
-        raise fail(f"masked-LM distillation (corpus.path) does not take {', '.join(unused)}",
-                   "drop them, and compress or fine-tune the saved MLM student in a later run")
-    _, history = distil_mlm(config.teacher, config.student, config.corpus, config.train,
-                            terms=config.recipe.stages[0].terms, masking=config.masking, out_dir=out_dir / "student",
-                            checkpoint_dir=out_dir / "checkpoints" / "mlm-student")
-    if distributed.is_main():
-        save_table(history.epochs, sorted({key for row in history.epochs for key in row}), out_dir, "summary")
-    return history.epochs
 
 
 def compress_student(student: PreTrainedModel, run: Setup, config: RunConfig, out_dir: Path) -> None:

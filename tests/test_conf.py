@@ -39,6 +39,7 @@ GROUPS = {
                            label_column="answers", max_length=384),
                 {"task_type": "question_answering", "text_column": "question", "text_pair_column": "context",
                  "label_column": "answers", "max_length": 384}),
+    "data/corpus": (DataConfig(task_type="masked_lm", text_column="text"), {"task_type": "masked_lm", "text_column": "text"}),
     "train/default": (TrainConfig(), {}),
     "train/finetune": (FinetuneConfig().train, {"epochs": 2, "lr": 5e-5}),  # the teacher: fewer epochs, a gentler lr
     "train/recovery": (RecoveryConfig().train, {"epochs": 1, "lr": 5e-5}),  # compress recovery: one short pass
@@ -144,8 +145,8 @@ def test_every_group_file_is_listed_and_the_places_cover_them():
     assert on_disk == set(GROUPS)
     assert CompressStage().recovery == CompressConfig().recovery  # python -m distill and python -m compress share it
     used = {group for places in PLACES.values() for group in places.values()}
-    # train/recovery comes in through recovery/default; data/ner and data/qa are options users pick (data=ner)
-    assert used | {"train/recovery", "data/ner", "data/qa"} == set(GROUPS)
+    # train/recovery comes in through recovery/default; data/ner, data/qa and data/corpus are options users pick (data=ner)
+    assert used | {"train/recovery", "data/ner", "data/qa", "data/corpus"} == set(GROUPS)
 
 
 @pytest.mark.parametrize("name", sorted(PLACES))

@@ -271,7 +271,7 @@ def test_objective_flags_follow_the_registered_terms():
     assert values.needs_values and not values.needs_hidden
     assert not Objective((Term("hard", 1.0),)).needs_teacher
     assert LOSSES["tinybert_hidden"].projected and not LOSSES["minilm_attention"].projected
-    assert LOSSES["kd"].soft_target_temperature == 1.0 and LOSSES["mlm_kd"].soft_target_temperature == 2.0
+    assert LOSSES["kd"].soft_target_temperature == 1.0 and LOSSES["hard"].soft_target_temperature is None
     with pytest.raises(AlembertError, match="unknown loss term"):
         Objective((Term("nope", 1.0),))
 

@@ -10,7 +10,7 @@ from alembert.data import DataConfig
 from alembert.demo import DemoConfig
 from alembert.training import TrainConfig
 from alembert.errors import AlembertError
-from distill.mlm import CorpusConfig
+from compress.cli import CompressStage
 from distill.models import StudentConfig
 from distill.multi_teacher import MultiTeacher
 from distill.recipes import RecipeConfig, StageConfig, TermConfig
@@ -58,42 +58,49 @@ def test_augmented_transfer_set_is_larger_and_keeps_the_teacher_data(tiny_dir, m
     assert len(loaders.transfer.dataset) == 3 * len(loaders.train.dataset)
 
 
-def test_raw_text_corpus_runs_masked_lm_distillation(mlm_dir, tmp_path):
+def _corpus(tmp_path, lines=("the movie was good", "the plot felt very dull", "the cast was brilliant")) -> DataConfig:
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(["the movie was good", "the plot felt very dull", "the cast was brilliant"] * 8))
-    config = _config(mlm_dir, corpus=CorpusConfig(path=str(corpus)),
-                     recipe=RecipeConfig(stages=(StageConfig(terms=(TermConfig("mlm_kd", 1.0), TermConfig("mlm", 1.0))),)))
-    history = run(config, tmp_path / "out")
-    assert history and AutoModelForMaskedLM.from_pretrained(tmp_path / "out" / "student").config.num_hidden_layers == 2
+    corpus.write_text("\n".join(list(lines) * 8))
+    return DataConfig(task="files", train=str(corpus), task_type="masked_lm", max_length=24)
 
 
-def test_masked_lm_distillation_refuses_a_teacher_without_an_mlm_head(tiny_dir, tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the movie was good\n")
-    config = _config(tiny_dir("bert"), corpus=CorpusConfig(path=str(corpus)),
-                     recipe=RecipeConfig(stages=(StageConfig(terms=(TermConfig("mlm", 1.0),)),)))
-    with pytest.raises(AlembertError, match="masked-LM head|MLM head"):
-        run(config, tmp_path / "out")
+MLM_TERMS = RecipeConfig(stages=(StageConfig(terms=(TermConfig("kd", 1.0, {"temperature": 2.0}), TermConfig("hard", 1.0))),))
+
+
+def test_a_raw_text_corpus_file_runs_masked_lm_distillation(mlm_dir, tmp_path):
+    rows = run(_config(mlm_dir, data=_corpus(tmp_path), recipe=MLM_TERMS), tmp_path / "out")
+    assert [row["model"] for row in rows] == ["teacher", "student (KD)"] and 0 <= rows[1]["accuracy"] <= 1
+    assert AutoModelForMaskedLM.from_pretrained(tmp_path / "out" / "student").config.num_hidden_layers == 2
+
+
+def test_a_teacher_without_an_mlm_head_is_fine_tuned_on_the_corpus_first(tiny_dir, tmp_path, capsys):
+    config = _config(tiny_dir("bert"), data=_corpus(tmp_path), recipe=MLM_TERMS,
+                     finetune=FinetuneConfig(mode="auto", train=TrainConfig(epochs=1, batch_size=16),
+                                             cache_dir=str(tmp_path / "cache")))
+    run(config, tmp_path / "out")
+    assert "fine-tuning the teacher first (the teacher has no masked_lm head" in capsys.readouterr().out
+    [cached] = (tmp_path / "cache").iterdir()
+    assert AutoModelForMaskedLM.from_pretrained(cached).config.problem_type == "masked_lm"
+
+
+def test_several_mlm_teachers_mix_their_soft_targets(mlm_dir, tmp_path):
+    rows = run(_config(mlm_dir, data=_corpus(tmp_path), recipe=MLM_TERMS, teachers=(str(mlm_dir),)), tmp_path / "out")
+    assert rows[1]["model"] == "student (KD)"
 
 
 @pytest.mark.parametrize(("changes", "named"), [
-    (lambda tmp: {"teachers": (str(tmp / "other"),)}, "teachers"),
-    (lambda tmp: {"augment": AugmentConfig(enabled=True, mlm=str(tmp))}, "augment.enabled"),
-    (lambda tmp: {"student": StudentConfig(num_layers=2, kind="static")}, "student.kind"),
+    (lambda tmp: {"augment": AugmentConfig(enabled=True, mlm=str(tmp))}, "augment.enabled=true does not work for the masked_lm task"),
+    (lambda tmp: {"student": StudentConfig(num_layers=2, kind="static")}, "student.kind=static classifies whole texts"),
+    (lambda tmp: {"compress": CompressStage(passes=("prune_ffn",))}, "compress.passes does not take a masked_lm model"),
 ])
-def test_masked_lm_distillation_names_the_settings_it_does_not_take_instead_of_ignoring_them(changes, named, mlm_dir, tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the movie was good\n")
-    config = _config(mlm_dir, corpus=CorpusConfig(path=str(corpus)), **changes(tmp_path),
-                     recipe=RecipeConfig(stages=(StageConfig(terms=(TermConfig("mlm", 1.0),)),)))
-    with pytest.raises(AlembertError, match=f"masked-LM distillation \\(corpus.path\\) does not take {named}"):
+def test_masked_lm_runs_name_the_settings_they_cannot_take(changes, named, mlm_dir, tmp_path):
+    config = _config(mlm_dir, data=_corpus(tmp_path), recipe=MLM_TERMS, **changes(tmp_path))
+    with pytest.raises(AlembertError, match=named):
         run(config, tmp_path / "out")
     assert not (tmp_path / "out" / "student").exists()
 
 
 def test_compression_passes_run_after_distillation(tiny_dir, tmp_path):
-    from compress.cli import CompressStage
-
     config = _config(tiny_dir("bert"), compress=CompressStage(passes=("prune_ffn",), settings={"prune_ffn": {"ratio": 0.5}}))
     run(config, tmp_path / "out")
     compressed = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "compressed" / "model")

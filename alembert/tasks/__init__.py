@@ -11,6 +11,7 @@ A new task is one module here plus its YAML and tests.
 
 from __future__ import annotations
 
+from alembert.errors import fail
 from alembert.registry import Registry
 
 TASKS = Registry("task", package="alembert.tasks")  # name -> Task, e.g. "classification", "regression"
@@ -18,6 +19,13 @@ TASKS = Registry("task", package="alembert.tasks")  # name -> Task, e.g. "classi
 
 def task_named(name: str):
     return TASKS.get(name)
+
+
+def check_deployable(task, what: str) -> None:
+    """Refuse, in one line, to compress or export a model that is a checkpoint to fine-tune, not an end model."""
+    if not task.deployable():
+        raise fail(f"{what} does not take a {task.name} model: it is a checkpoint to fine-tune on a task, not an end model",
+                   "fine-tune it first (python -m distill student.init=DIR data=...) and pass that run's student")
 
 
 def task_of(config):

@@ -47,11 +47,27 @@ def pad_to(batch: Tensor, width: int, value: float) -> Tensor:
     return F.pad(batch, padding, value=value)
 
 
+def make_collate(pad_token_id: int, task: Task):
+    """Pad a list of encoded rows to the longest row of the batch; the task collates its labels."""
+
+    def collate(rows: list[dict]) -> dict[str, Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        batch = {}
+        for key, pad in (("input_ids", pad_token_id), ("attention_mask", 0), ("token_type_ids", 0)):
+            if key in rows[0]:
+                batch[key] = torch.tensor([r[key] + [pad] * (width - len(r[key])) for r in rows], dtype=torch.long)
+        batch["labels"] = task.collate_labels([r["labels"] for r in rows], width)
+        batch["index"] = torch.tensor([r["index"] for r in rows], dtype=torch.long)
+        return batch
+
+    return collate
+
+
 @dataclass(frozen=True)
 class Task:
     name: str  # data.task_type picks it
     problem_type: str  # what transformers writes to config.json for it
-    decoder: str  # the torch-free output decoder of the ONNX runtime (alembert.decoding)
+    decoder: str | None  # the torch-free output decoder of the ONNX runtime (alembert.decoding); None: not deployable
     primary_metric: str  # the dev metric that selects epochs and models (larger is better)
     summary_columns: tuple[str, ...]  # the metric columns of a run's summary table
     label_dtype: torch.dtype
@@ -128,6 +144,24 @@ class Task:
     def collate_labels(self, labels: list, width: int) -> Tensor:
         return torch.tensor(labels, dtype=self.label_dtype)
 
+    def collate_fn(self, rows, tokenizer, seed: int = 0):
+        """The loader's collate for rows `encode` returned (the masked-LM task masks each batch here)."""
+        return make_collate(tokenizer.pad_token_id or 0, self)
+
+    def labelled(self) -> bool:
+        """Whether rows carry a label column; False: the labels come from the text itself (masked-LM)."""
+        return True
+
+    def repeats_inputs(self) -> bool:
+        """Whether a row feeds the model the same inputs every epoch, so the teacher's outputs can be cached
+        (masked-LM masks each epoch afresh)."""
+        return True
+
+    def deployable(self) -> bool:
+        """Whether the model is an end product that compress passes and the export take (a masked-LM student is
+        a general-purpose checkpoint, fine-tuned on a task before it is compressed): it has a runtime decoder."""
+        return self.decoder is not None
+
     # --- outputs: where losses read them, and how rows of different widths are gathered ---
 
     def positions(self, labels: Tensor | None, attention_mask: Tensor) -> Tensor | None:
@@ -139,6 +173,11 @@ class Task:
         turns its start and end logits into two distributions over the context instead)."""
         chosen = self.positions(labels, attention_mask)
         return logits if chosen is None else logits[chosen]
+
+    def eval_outputs(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """What evaluation keeps of one batch's logits and labels for `metrics` and `agreement` (a masked-LM task
+        keeps two numbers per token, not a vocabulary-wide row)."""
+        return logits, labels
 
     def gather(self, batches: list[Tensor], pad_value: float) -> Tensor:
         """Per-batch outputs (or labels) of one loader as one tensor, in order."""

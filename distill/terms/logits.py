@@ -14,7 +14,7 @@ from distill.losses import register, task_rows, task_of_features
 from distill.models import Features
 
 
-@register("kd", soft_target_temperature=1.0, classifier_only=True)
+@register("kd", soft_target_temperature=1.0)
 def kd_loss(student: Features, teacher: Features, *, mask: Tensor | None = None, temperature: float = 1.0,
             scale_by_t2: bool = True) -> Tensor:
     """The task's soft targets: Hinton's KL at temperature T for a distribution, MSE for a regression output."""
@@ -22,7 +22,7 @@ def kd_loss(student: Features, teacher: Features, *, mask: Tensor | None = None,
     return task.soft_loss(s_logits, t_logits, temperature, scale_by_t2=scale_by_t2)
 
 
-@register("hard", needs_teacher=False, classifier_only=True, reads_labels=True)
+@register("hard", needs_teacher=False, reads_labels=True)
 def hard_loss(student: Features, teacher: Features | None, *, mask: Tensor | None = None) -> Tensor:
     """The task's loss against the gold labels (cross-entropy, or MSE for regression)."""
     if student.labels is None:
@@ -30,7 +30,7 @@ def hard_loss(student: Features, teacher: Features | None, *, mask: Tensor | Non
     return task_of_features(student, "hard").hard_loss(student.logits, student.labels)
 
 
-@register("logit_mse", classifier_only=True)
+@register("logit_mse")
 def logit_mse_loss(student: Features, teacher: Features, *, mask: Tensor | None = None) -> Tensor:
     """MSE between logits: the alternative to KL, and how regression tasks distil."""
     _, s_logits, t_logits = task_rows(student, teacher, "logit_mse")

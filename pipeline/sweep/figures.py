@@ -72,7 +72,7 @@ def measure_trial(config: RunConfig, trial_dir: Path, *, report: Callable[[int, 
     rows = run(config, trial_dir, on_evaluate=tracker)
     row = next((r for r in rows if r.get("model") == STUDENT_ROW), None)
     if row is None:
-        raise fail("the trial's run has no distilled student row", "sweep task distillation runs (no corpus.path)")
+        raise fail("the trial's run has no distilled student row", f"see the run's summary.md in {trial_dir}")
     figures = {key: float(row[key]) for key in ROW_FIGURES if isinstance(row.get(key), (int, float))}
     figures.update({f"dev_{key}": float(value) for key, value in tracker.best.items() if key in PRIMARY})
     if config.compress.passes:
