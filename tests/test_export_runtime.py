@@ -166,11 +166,9 @@ def test_bench_on_a_corrupt_variant_fails_in_one_line(bundle, tmp_path):
         bench_main([str(copy), "--no-pytorch", "--no-memory", "--batches", "1", "--seqs", "8", "--runs", "2"])
 
 
-# The files the README tells a device to copy beside the bundle, and nothing else.
-DEVICE_FILES = ("export/__init__.py", "export/runtime.py", "export/backends.py", "export/providers.py", "export/predict.py",
-                "alembert/__init__.py",
-                "alembert/errors.py",
-                "alembert/registry.py", "alembert/decoding.py")
+# The files the README tells a device to copy beside the bundle, and nothing else (the alembert-runtime wheel's too).
+DEVICE_FILES = tuple(line for line in (REPO / "runtime" / "files.txt").read_text().splitlines()
+                     if line and not line.startswith("#"))
 
 
 def run_on_device_copy(bundle: Path, device: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:

@@ -16,9 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BASE, STAGES, PIPELINE = "alembert", ("distill", "compress", "export"), "pipeline"
 PACKAGES = (BASE, *STAGES, PIPELINE, "benchmarks")
-TORCH_FREE = ("alembert/__init__.py", "alembert/errors.py", "alembert/registry.py", "alembert/decoding.py", "alembert/cli.py",
-              "export/__init__.py", "export/runtime.py", "export/backends.py", "export/providers.py", "export/predict.py",
-              "alembert/hardware.py")
+RUNTIME_FILES = tuple(line for line in (ROOT / "runtime" / "files.txt").read_text().splitlines()
+                      if line and not line.startswith("#"))  # the device's copy and the alembert-runtime wheel
+TORCH_FREE = (*RUNTIME_FILES, "alembert/cli.py", "alembert/hardware.py")
 
 
 @functools.cache
@@ -94,6 +94,12 @@ def test_the_device_runtime_imports_no_torch_and_nothing_beyond_the_base(relativ
     names = imports(ROOT / relative)
     assert not {name for name in names if name.split(".")[0] in ("torch", "transformers", "hydra", "omegaconf")}
     assert {target.split(".")[0] for target in ours(names, known)} <= {"alembert", "export"}
+
+
+def test_the_runtime_files_import_nothing_of_ours_beyond_their_own_list():
+    listed = {".".join(Path(relative).with_suffix("").parts).removesuffix(".__init__") for relative in RUNTIME_FILES}
+    for relative in RUNTIME_FILES:
+        assert set(ours(imports(ROOT / relative), modules())) <= listed, relative
 
 
 def test_only_main_modules_import_hydra_or_omegaconf():
