@@ -1,4 +1,5 @@
-"""TinyBERT's transfer-set augmentation: new training sentences made by masked-LM word replacement.
+"""Transfer-set augmentation, by `augment.method`: TinyBERT's masked-LM word replacement ("mlm", this module) or
+Tang et al.'s masking, embedding-neighbour replacement and n-gram sampling ("tang", distill/augment_tang.py).
 
 For every word of a sentence, TinyBERT masks the word, asks a masked-LM for its top-k predictions and, with
 probability `replace_prob`, swaps the word for one of them drawn uniformly. Here:
@@ -23,28 +24,44 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from alembert.data import Example
-from alembert.config import bounded
+from alembert.config import bounded, one_of
 from alembert.errors import fail
-from alembert.modeldir import load_masked_lm, load_tokenizer, resolve_source
+from alembert.modeldir import load_classifier, load_masked_lm, load_tokenizer, resolve_source
+from alembert.registry import Registry
+from distill.augment_tang import tang_augment, whole_words
 
-BPE_WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE and SentencePiece mark the start of a word
+
+
+METHODS = Registry("augmentation method")  # name -> fn(config, examples, teacher source) -> augmented examples
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Transfer-set augmentation settings; `mlm` is a directory (or hub id) of a model with its masked-LM head.
+    """Transfer-set augmentation settings.
 
-    TinyBERT uses n_per_example=20, replace_prob=0.4, top_k=15.
+    method=mlm (TinyBERT: n_per_example=20, replace_prob=0.4, top_k=15) needs `mlm`, a directory (or hub id) of a
+    model with its masked-LM head. method=tang (Tang et al.: n_per_example=20, mask_prob=0.1, neighbour_prob=0.1,
+    ngram_prob=0.25, max_ngram=5) reads the input embeddings of `mlm` when set, else of the teacher.
     """
 
     enabled: bool = False
+    method: str = one_of("mlm", METHODS.names)  # mlm | tang
     mlm: str | None = None
     n_per_example: int = bounded(4, low=1)
     replace_prob: float = bounded(0.4, low=0.0, high=1.0)
     top_k: int = bounded(15, low=1)
+    mask_prob: float = bounded(0.1, low=0.0, high=1.0)
+    neighbour_prob: float = bounded(0.1, low=0.0, high=1.0)
+    ngram_prob: float = bounded(0.25, low=0.0, high=1.0)
+    max_ngram: int = bounded(5, low=1)
     seed: int = bounded(0, low=0)
     max_length: int = bounded(128, low=2)
     keep_original: bool = True
+
+    def __post_init__(self):
+        if self.mask_prob + self.neighbour_prob > 1.0:
+            raise fail(f"augment.mask_prob={self.mask_prob} and neighbour_prob={self.neighbour_prob} sum above 1",
+                       "Tang et al. use 0.1 each")
 
 
 @dataclass(frozen=True)
@@ -56,16 +73,33 @@ class _Word:
     text: str
 
 
-def augment_with(config: AugmentConfig, examples: list[Example]) -> list[Example]:
-    """Load the masked-LM named in `config` and augment `examples` (the training split only, normally)."""
+def augment_with(config: AugmentConfig, examples: list[Example], *, teacher: str | None = None) -> list[Example]:
+    """`examples` (the training split, normally) augmented by config.method; `teacher` names the teacher model."""
     if not config.enabled:
         return list(examples)
+    return METHODS.get(config.method)(config, examples, teacher)
+
+
+def _mlm_method(config: AugmentConfig, examples: list[Example], teacher: str | None) -> list[Example]:
     if config.mlm is None:
-        raise fail("augmentation needs a masked-LM model", "set augment.mlm=/path/to/mlm-model (the packaged MiniLM has no MLM head)")
+        raise fail("augmentation needs a masked-LM model", "set augment.mlm=/path/to/mlm-model (the packaged MiniLM has no "
+                   "MLM head), or use augment.method=tang, which needs none")
     source = resolve_source(config.mlm)
     return augment(examples, load_masked_lm(source), load_tokenizer(source), n_per_example=config.n_per_example,
                    replace_prob=config.replace_prob, top_k=config.top_k, seed=config.seed, max_length=config.max_length,
                    keep_original=config.keep_original)
+
+
+def _tang_method(config: AugmentConfig, examples: list[Example], teacher: str | None) -> list[Example]:
+    if config.mlm is None and teacher is None:
+        raise fail("Tang augmentation needs a model for its embedding neighbours", "set augment.mlm=DIR or give a teacher")
+    source = resolve_source(config.mlm or teacher)
+    table = load_classifier(source)[0].get_input_embeddings().weight.detach()
+    return tang_augment(examples, table, load_tokenizer(source), config)
+
+
+METHODS.add("mlm", _mlm_method)
+METHODS.add("tang", _tang_method)
 
 
 def augment(examples: list[Example], mlm_model: PreTrainedModel, tokenizer, *, n_per_example: int = 4,
@@ -79,7 +113,7 @@ def augment(examples: list[Example], mlm_model: PreTrainedModel, tokenizer, *, n
         raise fail(f"the masked-LM knows {mlm_model.config.vocab_size} tokens but its tokenizer {len(tokenizer)}",
                    "use the tokenizer saved with the masked-LM model")
     mlm_model.eval()
-    allowed, strings = _candidate_vocab(tokenizer, mlm_model.config.vocab_size)
+    allowed, strings = whole_words(tokenizer, mlm_model.config.vocab_size)
     replacer = _Replacer(mlm_model, tokenizer, allowed, strings, top_k, max_length)
     out: list[Example] = []
     for index, example in enumerate(tqdm(examples, desc="augment", leave=False, dynamic_ncols=True)):
@@ -100,21 +134,6 @@ def _check_settings(n_per_example: int, replace_prob: float, top_k: int) -> None
         raise fail(f"augment.replace_prob={replace_prob} is outside [0, 1]", "TinyBERT replaces each word with probability 0.4")
     if top_k < 1:
         raise fail(f"augment.top_k={top_k} must be at least 1", "TinyBERT draws from the top 15 predictions")
-
-
-def _candidate_vocab(tokenizer, width: int) -> tuple[torch.Tensor, list[str]]:
-    """Which output ids are whole alphabetic words (not specials, not word pieces), and each id's text."""
-    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    marker = next((m for m in BPE_WORD_MARKERS if any(t.startswith(m) for t in tokens)), None)
-    special = set(tokenizer.all_special_ids)
-    allowed = torch.zeros(width, dtype=torch.bool)
-    strings = []
-    for index, token in enumerate(tokens):
-        text = tokenizer.convert_tokens_to_string([token]).strip()
-        strings.append(text)
-        starts_word = token.startswith(marker) if marker else not token.startswith("##")
-        allowed[index] = index not in special and starts_word and text.isalpha()
-    return allowed, strings
 
 
 class _Replacer:

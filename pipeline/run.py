@@ -69,7 +69,7 @@ class RunConfig:
     finetune: FinetuneConfig = FinetuneConfig()
     baseline: bool = True
     latency_seq_len: int = bounded(64, low=1)
-    augment: AugmentConfig = AugmentConfig()  # TinyBERT transfer-set augmentation with an MLM model
+    augment: AugmentConfig = AugmentConfig()  # transfer-set augmentation: TinyBERT's (an MLM model) or Tang's
     compress: CompressStage = CompressStage()  # passes run on the distilled student, e.g. compress.passes=[prune_ffn]
     teachers: tuple[str, ...] = ()  # several teachers sharing a tokenizer: their soft targets are averaged
     teacher_weights: tuple[float, ...] | None = None
@@ -151,7 +151,7 @@ def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
         raise fail(f"augment.enabled=true does not work for the {task.task.name} task: replaced words would break its labels",
                    "set augment.enabled=false (augmentation is for sequence classification and regression)")
     if config.augment.enabled:
-        augmented = replace(task, splits={**task.splits, "train": augment_with(config.augment, task.splits["train"])})
+        augmented = replace(task, splits={**task.splits, "train": augment_with(config.augment, task.splits["train"], teacher=config.teacher)})
         transfer = make_loaders(augmented, tokenizer, replace(config, augment=replace(config.augment, enabled=False))).train
     return Loaders(train=train, dev=dev, eval=build(eval_split, False), eval_split=eval_split, transfer=transfer)
 

@@ -58,6 +58,12 @@ def test_augmented_transfer_set_is_larger_and_keeps_the_teacher_data(tiny_dir, m
     assert len(loaders.transfer.dataset) == 3 * len(loaders.train.dataset)
 
 
+def test_tang_augmentation_enlarges_the_transfer_set_without_an_mlm_model(tiny_dir):
+    config = _config(tiny_dir("bert"), augment=AugmentConfig(enabled=True, method="tang", n_per_example=2))
+    loaders = setup(config).loaders
+    assert len(loaders.train.dataset) < len(loaders.transfer.dataset) <= 3 * len(loaders.train.dataset)
+
+
 def _corpus(tmp_path, lines=("the movie was good", "the plot felt very dull", "the cast was brilliant")) -> DataConfig:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(list(lines) * 8))
