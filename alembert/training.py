@@ -35,6 +35,9 @@ class TrainConfig:
     cache_memory_gb: float = bounded(4.0, low=0.0)  # cached layer features up to this size stay in memory,
     cache_disk_gb: float = bounded(32.0, low=0.0)  # up to this size they are memory-mapped; beyond, the teacher runs
     cache_dir: str | None = None  # where the memory-mapped file goes; None: the system's temporary directory
+    # a directory where cached teacher logits are kept between runs (distill.teacher_store), keyed by the teacher's
+    # weights and the rows, so a later run on the same transfer set reads them instead; None: within the run only
+    teacher_store: str | None = None
     grad_accum: int = bounded(1, low=1)  # optimizer step every N batches: an effective batch of batch_size * grad_accum
     # bf16: autocast, fp32 weights; fp16: CUDA only, grad scaler; auto (the default): bf16 where the CPU has AMX or
     # AVX-512-BF16 (or the GPU bf16), else fp32. bf16 kept SST-2 accuracy within noise at 0.54x the epoch time

@@ -101,7 +101,7 @@ def fit(model: nn.Module, train: DataLoader, dev: DataLoader | None, objective: 
     if teacher is not None and config.cache_teacher and task_of(model.config).repeats_inputs():
         reads = objective.teacher_reads(model.config.num_hidden_layers, teacher.model.config.num_hidden_layers)
         teacher = cache_teacher(teacher, train, device, reads, CacheBudget.of(config),
-                                batch_size=config.eval_batch_size, say=_say)
+                                batch_size=config.eval_batch_size, say=_say, keep_in=config.teacher_store)
     run = _prepare(model, train, dev, objective, teacher, config, extra_modules, desc, checkpoint_dir, log_dir)
     run.on_evaluate = on_evaluate
     state = LoopState()

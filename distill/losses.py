@@ -135,10 +135,10 @@ class Objective:
         for term, spec in zip(self.terms, self.specs):
             layers = (spec.teacher_layers(spec.fn, dict(term.params), n_student, n_teacher) if spec.teacher_layers
                       else range(n_teacher + 1))
-            for field, (flag, offset) in LAYER_FIELDS.items():
+            for name, (flag, offset) in LAYER_FIELDS.items():
                 if getattr(spec, f"needs_{flag}"):
-                    reads.setdefault(field, set()).update(m - offset for m in layers if m >= offset)
-        return {field: frozenset(positions) for field, positions in reads.items()}
+                    reads.setdefault(name, set()).update(m - offset for m in layers if m >= offset)
+        return {name: frozenset(positions) for name, positions in reads.items()}
 
     def __call__(self, student: Features, teacher: Features | None, progress: float = 0.0) -> tuple[Tensor, dict[str, float]]:
         """The weighted total and each term's unweighted value; `progress` in [0, 1] drives schedules."""

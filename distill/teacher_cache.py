@@ -31,7 +31,8 @@ from alembert.errors import fail
 from alembert.tasks import task_of
 from alembert.tasks.base import Task
 from distill.distributed import gather_objects, is_main, world
-from distill.models import LAYER_FIELDS, Features
+from distill.models import LAYER_FIELDS, Features, Teacher
+from distill.teacher_store import SUFFIX, load_rows, save_rows, store_key
 
 GB = 1024 ** 3
 # Per-layer Features field -> one row's shape, from its token count and the teacher's config.
@@ -204,9 +205,12 @@ def _keep(store: FeatureStore, features: Features, indices: list[int], lengths: 
 
 
 def cache_teacher(teacher, data: DataLoader, device: torch.device, reads: dict[str, frozenset[int]],
-                  budget: CacheBudget, *, batch_size: int, say: Callable[[str], None]):
+                  budget: CacheBudget, *, batch_size: int, say: Callable[[str], None], keep_in: str | None = None):
     """`teacher` with what the objective reads from it (`reads`: Objective.teacher_reads) cached over `data`'s rows;
-    `teacher` itself, said in one line, when the layer features would not fit `budget`."""
+    `teacher` itself, said in one line, when the layer features would not fit `budget`. With `keep_in` (a directory:
+    train.teacher_store), logits alone are read from there when an earlier run stored them, and stored otherwise."""
+    if keep_in is not None and not reads and _storable(teacher, data):
+        return _stored(teacher, data, device, batch_size, say, keep_in)
     store = None
     if reads:
         lengths = _lengths_by_index(data.dataset)
@@ -222,6 +226,24 @@ def cache_teacher(teacher, data: DataLoader, device: torch.device, reads: dict[s
     # attention maps grow with the square of the length: those passes keep the training batch size
     size = data.batch_size if reads.get("attentions") else max(batch_size, data.batch_size or 1)
     return CachedTeacher.build(teacher, data, device, store=store, batch_size=size).to(device)
+
+
+def _storable(teacher, data: DataLoader) -> bool:
+    """One plain teacher, one process, rows held in memory: what a stored entry's key can describe."""
+    return type(teacher) is Teacher and world()[1] == 1 and _lengths_by_index(data.dataset) is not None
+
+
+def _stored(teacher, data: DataLoader, device: torch.device, batch_size: int, say: Callable[[str], None],
+            directory: str) -> CachedTeacher:
+    key = store_key(teacher, data.dataset, device)
+    rows = load_rows(directory, key)
+    if rows is not None:
+        say(f"teacher cache: logits of {sum(row is not None for row in rows)} rows read from the teacher store "
+            f"({Path(directory).expanduser() / key}{SUFFIX})")
+        return CachedTeacher(rows, task_of(teacher.model.config)).to(device)
+    cached = CachedTeacher.build(teacher, data, device, batch_size=max(batch_size, data.batch_size or 1))
+    say(f"teacher cache: logits stored for later runs in {save_rows(directory, key, cached.rows)}")
+    return cached.to(device)
 
 
 def _lengths_by_index(rows) -> list[int] | None:
