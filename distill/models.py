@@ -24,6 +24,7 @@ from alembert.families import FAMILIES, entry
 from distill.cross_tokenizer import teacher_view
 from distill.students import KINDS, Kind, kind_settings
 from alembert.modeldir import MODEL_INPUTS, load_model_dir
+from alembert.word_vocab import WordVocabConfig
 
 
 
@@ -64,8 +65,10 @@ class StudentConfig:
     num_heads: int | None = bounded(None, low=1)
     intermediate_size: int | None = bounded(None, low=1)
     # a tokenizer of the student's own (a directory or hub name; distill.cross_tokenizer): the student gets its
-    # vocabulary and learns new word embeddings (init=teacher still copies the layers); null: the teacher's
+    # vocabulary and learns new word embeddings (init=teacher still copies the layers); `words`: a word-level
+    # vocabulary built from the transfer set (alembert.word_vocab, sized by `words`); null: the teacher's
     tokenizer: str | None = None
+    words: WordVocabConfig = WordVocabConfig()
     # distill.students: transformer (the teacher's architecture, the fields above) | bilstm | cnn | static, with
     # `settings` parsed into that kind's settings dataclass (e.g. {hidden_size: 300} for bilstm)
     kind: str = "transformer"

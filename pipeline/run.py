@@ -39,6 +39,7 @@ from distill.theseus import replacing
 from alembert.tasks import check_deployable, task_named
 from alembert.modeldir import count_parameters, load_classifier, load_tokenizer, resolve_source, save_model
 from alembert.report import latency_ms, save_table, size_on_disk_mb
+from alembert.word_vocab import WORDS, example_texts, word_tokenizer
 
 FINETUNE_MODES = ("auto", "always", "never")
 # The training settings that change the fine-tuned weights; engine options such as caching or logging do not.
@@ -127,7 +128,8 @@ def setup(config: RunConfig) -> Setup:
     if config.augment.enabled:
         raise fail("augment.enabled=true with student.tokenizer is not supported: the augmented transfer set would be "
                    "drawn twice, once per tokenizer", "set augment.enabled=false, or drop student.tokenizer")
-    student_tokenizer = load_tokenizer(config.student.tokenizer)
+    student_tokenizer = (word_tokenizer(example_texts(task.splits["train"]), tokenizer, config.student.words)
+                         if config.student.tokenizer == WORDS else load_tokenizer(config.student.tokenizer))
     return Setup(source, tokenizer, task, loaders, trained_labels, student_tokenizer, make_loaders(task, student_tokenizer, config))
 
 
