@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from alembert.errors import fail
 
@@ -29,8 +30,12 @@ SUPPORTED_MODELS = ("WordPiece", "Unigram")
 
 def pruning_entry(model) -> dict | None:
     """The model's last prune_vocab history entry (kept_ids, vocab_before, unk_id); None if it has none."""
-    history = getattr(model.config, "alembert_compression", None) or []
-    return next((entry for entry in reversed(history) if entry.get("pass") == PASS_NAME), None)
+    return last_pruning(getattr(model.config, "alembert_compression", None))
+
+
+def last_pruning(history: list[dict] | None) -> dict | None:
+    """The last prune_vocab entry of a compression history (config.json's alembert_compression); None if none."""
+    return next((entry for entry in reversed(history or []) if entry.get("pass") == PASS_NAME), None)
 
 
 def kept_ids(model) -> list[int] | None:
@@ -41,7 +46,14 @@ def kept_ids(model) -> list[int] | None:
 
 def input_table(model) -> Tensor:
     """Old id -> new id for the model's pruned vocabulary, pruned ids to UNK."""
-    entry = pruning_entry(model)
+    return history_table(model.config.alembert_compression)
+
+
+def history_table(history: list[dict] | None) -> Tensor | None:
+    """Old id -> new id after a compression history's last prune_vocab; None when the vocabulary was never pruned."""
+    entry = last_pruning(history)
+    if entry is None:
+        return None
     return old_to_new(entry["kept_ids"], entry["vocab_before"], entry["unk_id"] if entry["unk_id"] is not None else 0)
 
 
@@ -55,6 +67,19 @@ def old_to_new(kept: list[int], vocabulary_before: int, unk_new: int) -> Tensor:
 def remap_batch(batch: dict, table: Tensor) -> dict:
     """`batch` with its input ids in the new vocabulary (teacher-side keys of a paired batch stay as they are)."""
     return {**batch, "input_ids": table[batch["input_ids"]]} if "input_ids" in batch else batch
+
+
+def moved_loader(loader: DataLoader, table: Tensor) -> DataLoader:
+    """The same loader (rows, order, batch size), its batches in the new token ids."""
+    collate = loader.collate_fn
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
+                      collate_fn=lambda rows: remap_batch(collate(rows), table))
+
+
+def loader_for(model, loader: DataLoader) -> DataLoader:
+    """`loader` (in the original tokenizer's ids) as `model` reads it: moved into its pruned vocabulary if it has one."""
+    table = history_table(getattr(model.config, "alembert_compression", None))
+    return loader if table is None else moved_loader(loader, table)
 
 
 def check_tokenizer(tokenizer) -> dict:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from compress.saving import load_compressed, save_compressed
 from compress.registry import apply, is_precision_pass, name_of, spec_of
-from alembert.vocab import input_table, pruning_entry, remap_batch, tokenizer_for
+from alembert.vocab import input_table, moved_loader, pruning_entry, remap_batch, tokenizer_for
 from compress.report import COLUMNS, logits_on, measure, reference_inputs
 from alembert.errors import atomic_dir, fail
 from alembert.tasks import check_deployable, task_of
@@ -141,13 +141,8 @@ def moved_data(data: TaskLoaders | None, table: torch.Tensor) -> TaskLoaders | N
     """The same loaders (rows, order, batch size), their batches in the new token ids."""
     if data is None:
         return None
-
     def move(loader: DataLoader | None) -> DataLoader | None:
-        if loader is None:
-            return None
-        collate = loader.collate_fn
-        return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
-                          collate_fn=lambda rows: remap_batch(collate(rows), table))
+        return None if loader is None else moved_loader(loader, table)
     return dataclasses.replace(data, train=move(data.train), dev=move(data.dev))
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -20,6 +21,7 @@ from alembert.errors import AlembertError, atomic_write_text
 from alembert.modeldir import load_tokenizer
 from alembert.tagging import IGNORED
 from alembert.tasks.base import Task
+from alembert.vocab import history_table
 from export.bundle import MANIFEST, export_model
 from export.config import ExportConfig, LatencyConfig
 from export.feeds import MetricBatch
@@ -58,10 +60,13 @@ class EvalSet:
     def labels(self) -> torch.Tensor:
         return self.task.gather([batch.labels for batch in self.batches], IGNORED)
 
-    def metrics(self, run, inputs: set[str]) -> dict[str, float]:
-        """The task's metrics of a runner that takes only `inputs`."""
-        batches = [MetricBatch({name: array for name, array in batch.feed.items() if name in inputs}, batch.labels)
-                   for batch in self.batches]
+    def metrics(self, run, inputs: set[str], ids: np.ndarray | None = None) -> dict[str, float]:
+        """The task's metrics of a runner that takes only `inputs`; `ids` maps the original token ids to a pruned
+        vocabulary's (alembert.vocab.history_table)."""
+        def feed(batch: MetricBatch) -> dict:
+            kept = {name: array for name, array in batch.feed.items() if name in inputs}
+            return kept if ids is None else {**kept, "input_ids": ids[kept["input_ids"]]}
+        batches = [MetricBatch(feed(batch), batch.labels) for batch in self.batches]
         return evaluate(run, batches, self.task, self.label_names, rows=self.rows)[1]
 
 
@@ -85,7 +90,7 @@ def onnx_entries(record: dict, variants: tuple[str, ...], data: EvalSet, threads
     except AlembertError as error:  # a failed export is a row of its own, not the end of the benchmark
         return [({**record, "runtime": "ONNX", "error": str(error)}, None)]
     manifest = json.loads((bundle / MANIFEST).read_text())
-    metrics = onnx_metrics(bundle, manifest, variants, data, threads)
+    metrics = onnx_metrics(record, bundle, manifest, variants, data, threads)
     entries = []
     for name in variants:
         variant = manifest["variants"][name]
@@ -110,17 +115,19 @@ def export_bundle(record: dict, variants: tuple[str, ...], row_dir: Path, thread
     return export_model(model, load_tokenizer(record["model_dir"]), bundle, config, source=record["model_dir"])
 
 
-def onnx_metrics(bundle: Path, manifest: dict, variants: tuple[str, ...], data: EvalSet, threads: int) -> dict[str, dict]:
+def onnx_metrics(record: dict, bundle: Path, manifest: dict, variants: tuple[str, ...], data: EvalSet,
+                 threads: int) -> dict[str, dict]:
     """Each variant's metrics on the reporting split, in the PyTorch evaluation's batches; cached beside the bundle
     (a cache from before all metrics were kept holds the primary one alone)."""
     cache = bundle.parent / ONNX_METRICS
     if cache.is_file():
         saved = json.loads(cache.read_text())
         return {name: value if isinstance(value, dict) else {data.metric: value} for name, value in saved.items()}
+    table = history_table(_config(record).get("alembert_compression"))  # the graph reads a pruned vocabulary's ids
     metrics = {}
     for name in variants:
         run = open_session(bundle / manifest["variants"][name]["file"], threads=threads).run
-        metrics[name] = data.metrics(run, set(manifest["inputs"]))
+        metrics[name] = data.metrics(run, set(manifest["inputs"]), None if table is None else table.numpy())
     atomic_write_text(cache, json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -152,4 +159,8 @@ def measure_all(records: list[dict], variants: tuple[str, ...], data: EvalSet, t
 
 
 def _vocab(record: dict) -> int:
-    return int(json.loads((Path(record["model_dir"]) / "config.json").read_text())["vocab_size"])
+    return int(_config(record)["vocab_size"])
+
+
+def _config(record: dict) -> dict:
+    return json.loads((Path(record["model_dir"]) / "config.json").read_text())

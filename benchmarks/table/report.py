@@ -21,7 +21,7 @@ from alembert.report import markdown_table  # noqa: E402
 
 METRIC = "{metric}"  # in COLUMNS: the task's primary metric (accuracy, f1, ...)
 COLUMNS = ("model", "runtime", METRIC, "pct_of_teacher", "params", "non_embedding_params", "size_mb",
-           "latency_ms", "throughput", "speedup", "train_s", "pareto")
+           "latency_ms", "throughput", "speedup", "transfer_set", "train_s", "pareto")
 
 
 def default_columns(metric: str) -> tuple[str, ...]:

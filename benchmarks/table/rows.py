@@ -25,6 +25,7 @@ from alembert.evaluate import predict_logits
 from alembert.errors import atomic_write_text, fail
 from alembert.modeldir import count_parameters, save_model
 from alembert.report import size_on_disk_mb
+from alembert.vocab import loader_for
 from pipeline.run import Setup, distil, prepare_teacher, setup
 
 RECORD = "record.json"
@@ -114,7 +115,7 @@ def build_rows(rows: list[Row], work: Path) -> tuple[list[dict], Context]:
 
 
 def describe(row: Row, model, model_dir: Path, seconds: float, teacher_logits, labels, ctx: Context) -> dict:
-    logits, _ = predict_logits(model, ctx.prepared.loaders.eval)
+    logits, _ = predict_logits(model, loader_for(model, ctx.prepared.loaders.eval))  # a pruned vocabulary: its ids
     total, non_embedding = count_parameters(model)
     task, label_names = ctx.prepared.task.task, ctx.prepared.task.label_names
     rows = ctx.prepared.loaders.eval.dataset
@@ -124,5 +125,13 @@ def describe(row: Row, model, model_dir: Path, seconds: float, teacher_logits, l
             "overrides": " ".join(row.overrides), "model_dir": str(model_dir), task.primary_metric: metrics[task.primary_metric],
             "metrics": metrics, "agreement": task.agreement(logits, teacher_logits, labels)["agreement"],
             "params": total, "non_embedding_params": non_embedding, "size_mb": size_on_disk_mb(model_dir),
-            "train_s": round(seconds, 1), "eval_split": ctx.prepared.loaders.eval_split,
+            "transfer_set": transfer_size(row, ctx.prepared.loaders), "train_s": round(seconds, 1),
+            "eval_split": ctx.prepared.loaders.eval_split,
             "eval_examples": int(len(labels))}
+
+
+def transfer_size(row: Row, loaders) -> int:
+    """How many examples the row trained on: a distilled student reads the transfer set (the unlabelled or augmented
+    one where there is one); the teacher, the no-KD baseline and a compressed row's recovery read the training set."""
+    distilled = row.spec.kind == "distil" and loaders.transfer is not None
+    return len((loaders.transfer if distilled else loaders.train).dataset)

@@ -19,6 +19,7 @@ from scipy.stats import binomtest
 from compress.saving import load_compressed
 from alembert.errors import atomic_write_text, fail
 from alembert.evaluate import predict_logits
+from alembert.vocab import loader_for
 
 COUNTS = "example_counts.json"  # beside a row's record: its per-example counts on the reporting split
 CHUNK = 100  # resamples summed at a time: [CHUNK, examples, k] stays small
@@ -91,7 +92,8 @@ def example_counts(record: dict, data, eval_loader) -> np.ndarray:
         saved = json.loads(path.read_text())
         if saved.get("task") == data.task.name:
             return np.asarray(saved["counts"], dtype=np.float64)
-    logits, _ = predict_logits(load_compressed(record["model_dir"]), eval_loader)
+    model = load_compressed(record["model_dir"])
+    logits, _ = predict_logits(model, loader_for(model, eval_loader))
     try:
         counts = data.task.example_counts(logits, data.labels, data.label_names, rows=data.rows)
     except NotImplementedError as error:
