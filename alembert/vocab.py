@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from alembert.errors import fail
 
 PASS_NAME = "prune_vocab"
-SUPPORTED_MODELS = ("WordPiece", "Unigram")
+SUPPORTED_MODELS = ("WordPiece", "WordLevel", "Unigram")  # WordLevel: student.tokenizer=words (alembert.word_vocab)
 
 
 def pruning_entry(model) -> dict | None:
@@ -116,7 +116,7 @@ def tokenizer_for(model, tokenizer):
 
 
 def _remap_model(model: dict, kept: list[int], new_of: dict[int, int]) -> None:
-    if model["type"] == "WordPiece":
+    if model["type"] in ("WordPiece", "WordLevel"):  # a {token: id} vocabulary
         by_id = {index: token for token, index in model["vocab"].items()}
         model["vocab"] = {by_id[old]: new for new, old in enumerate(kept)}
     else:  # Unigram: a list of [piece, score] in id order

@@ -10,13 +10,14 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import tiny_config, tiny_tokenizer
+from conftest import tiny_config, tiny_tokenizer, vocabulary
 from tokenizers_real import real_tokenizer
 from alembert.data import DataConfig
 from alembert.demo import DemoConfig
 from alembert.errors import AlembertError
 from alembert.training import TrainConfig
 from alembert.vocab import tokenizer_for
+from alembert.word_vocab import WordVocabConfig, word_tokenizer
 from compress.cli import task_loaders
 from compress.passes.factorize import FactorizeEmbeddingsConfig
 from compress.passes.quantize import QuantizeDynamicConfig
@@ -44,10 +45,18 @@ def pruned_pair(tokenizer, family="bert"):
     return model, pruned, tokenizer_for(pruned, tokenizer), data
 
 
-@pytest.mark.parametrize("kind", ["wordpiece", "deberta-v3-unigram", "xlmr-unigram"])
+def tokenizer_of(kind: str, directory):
+    if kind == "wordpiece":
+        return tiny_tokenizer(directory)
+    if kind == "wordlevel":  # student.tokenizer=words over every demo word: the 60 sentences use only some
+        return word_tokenizer([" ".join(vocabulary())], tiny_tokenizer(directory), WordVocabConfig())
+    return real_tokenizer(kind, directory)
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "wordlevel", "deberta-v3-unigram", "xlmr-unigram"])
 def test_kept_text_encodes_the_same_and_a_pruned_token_becomes_unk(kind, tmp_path):
-    tokenizer = tiny_tokenizer(tmp_path / "tok") if kind == "wordpiece" else real_tokenizer(kind, tmp_path / "tok")
-    family = {"wordpiece": "bert", "deberta-v3-unigram": "deberta-v2", "xlmr-unigram": "xlm-roberta"}[kind]
+    tokenizer = tokenizer_of(kind, tmp_path / "tok")
+    family = {"wordpiece": "bert", "wordlevel": "bert", "deberta-v3-unigram": "deberta-v2", "xlmr-unigram": "xlm-roberta"}[kind]
     original, pruned, new_tokenizer, data = pruned_pair(tokenizer, family)
     kept = pruned.config.alembert_compression[-1]["kept_ids"]
     assert len(new_tokenizer) == len(kept) == pruned.get_input_embeddings().num_embeddings < len(tokenizer)
