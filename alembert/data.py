@@ -21,7 +21,7 @@ from alembert.config import bounded, one_of
 from alembert.errors import fail
 from alembert.tasks import TASKS, task_named
 from alembert.tasks.base import Task, make_collate
-from alembert.tables import read_table
+from alembert.tables import read_table, read_texts
 
 SPLITS = ("train", "dev", "test")
 
@@ -53,6 +53,10 @@ class DataConfig:
     # Semi-supervised: only the first N training examples keep their labels. The teacher fine-tunes and the no-KD
     # baseline trains on them; distillation reads every training example, through soft targets only.
     labelled_examples: int | None = bounded(None, low=1)
+    # A file of unlabelled texts the teacher labels: one text per line (.txt), or the text column(s) of a .csv, .tsv
+    # or .jsonl. Its examples join the transfer set after the training examples; distillation reads them through
+    # soft targets only, while the teacher and the no-KD baseline learn from the training set alone.
+    transfer: str | None = None
     max_dev_examples: int | None = bounded(None, low=1)  # the first N of dev: cheaper evaluations during training
     max_test_examples: int | None = bounded(None, low=1)  # the first N of test: a cheaper final evaluation
     hub_config: str | None = None
@@ -75,6 +79,11 @@ class TaskData:
     splits: dict[str, list[Example]]
     label_names: tuple[str, ...] | None
     task: Task
+    unlabelled: tuple[Example, ...] = ()  # data.transfer's examples, each with the task's stand-in label
+
+    def transfer_examples(self) -> list[Example]:
+        """What distillation reads: the training examples, then the unlabelled ones."""
+        return [*self.splits["train"], *self.unlabelled]
 
 
 def load_task(config: DataConfig, label_names: tuple[str, ...] | None = None) -> TaskData:
@@ -92,7 +101,24 @@ def load_task(config: DataConfig, label_names: tuple[str, ...] | None = None) ->
     for split, most in (("dev", config.max_dev_examples), ("test", config.max_test_examples)):
         if most is not None and split in splits:
             splits[split] = splits[split][:most]
-    return TaskData(splits=splits, label_names=label_names, task=task)
+    return TaskData(splits=splits, label_names=label_names, task=task, unlabelled=_unlabelled_examples(config, task))
+
+
+def _unlabelled_examples(config: DataConfig, task: Task) -> tuple[Example, ...]:
+    """data.transfer's texts as examples of the task, each with its stand-in label (never read)."""
+    if config.transfer is None:
+        return ()
+    label = task.stand_in_label()
+    if label is None:
+        raise fail(f"data.transfer does not work for the {task.name} task: an unlabelled text gives no word tags or "
+                   "answer spans to distil", "drop data.transfer (it is for sequence classification and regression)")
+    rows = read_texts(Path(config.transfer).expanduser(), config, "data.transfer file")
+    if not rows:
+        raise fail(f"data.transfer file {config.transfer} holds no text", "give a file with one text per line")
+    if config.text_pair_column is not None and any(pair is None for _, pair, *_ in rows):
+        raise fail(f"data.transfer file {config.transfer} has no second text, but the task reads sentence pairs",
+                   f"give a .csv, .tsv or .jsonl with the columns {config.text_column} and {config.text_pair_column}")
+    return tuple(Example(str(text).strip(), None if pair is None else str(pair), label) for text, pair, *_ in rows)
 
 
 Raw = dict[str, list[tuple]]  # split -> (text, text_pair, label) rows, labels not yet mapped to ids

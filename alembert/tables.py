@@ -10,11 +10,25 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from alembert.errors import fail
 
 Record = tuple[int, dict]  # (1-based line in the file, column name -> value)
+TEXT_SUFFIXES = ("", ".txt", ".text")  # plain text: one text per line
+
+
+def read_texts(path: Path, config, what: str) -> list[tuple]:
+    """Unlabelled (text, text_pair, None[, where]) rows: a plain text file, one text per line (blank lines skipped),
+    or data.text_column (and text_pair_column) of a .csv, .tsv or .jsonl; `what` names the file in errors."""
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        if not path.is_file():
+            raise fail(f"{what} {path} does not exist", "give a text file with one text per line")
+        lines = read_text(path, config.encoding).splitlines()
+        return [(line, None, None, f"{path} line {number}") for number, line in enumerate(lines, 1) if line.strip()]
+    # read_table checks a label column too: naming the text column twice reads the text alone, with its checks
+    return [(text, pair, None) for text, pair, _ in read_table(path, replace(config, label_column=config.text_column))]
 
 
 def read_table(path: Path, config) -> list[tuple]:

@@ -94,9 +94,9 @@ def check_recipe(recipe: RecipeConfig, *, layerdrop: float | None = None, unlabe
                            f"its parameters are: {', '.join(sorted(allowed)) or '(none)'}; schedules may also name weight")
             _schedules(term.schedules, f"{stage.name}.{term.name}.schedules.")
             if unlabelled and LOSSES[term.name].reads_labels and (term.weight != 0 or term.schedules):
-                raise fail(f"data.labelled_examples distils on unlabelled examples, but recipe stage '{stage.name}' "
-                           f"weights the {term.name} term, which reads labels",
-                           "use soft targets only, e.g. recipe=kd kd.alpha=0, or drop data.labelled_examples")
+                raise fail(f"the transfer set holds unlabelled examples (data.labelled_examples or data.transfer), but "
+                           f"recipe stage '{stage.name}' weights the {term.name} term, which reads labels",
+                           "use soft targets only, e.g. recipe=kd kd.alpha=0, or drop the unlabelled examples")
         objective = Objective(tuple(Term(t.name, t.weight) for t in stage.terms))  # every name is known by now
         if stage.replacement is not None:
             check_objective(objective)

@@ -107,11 +107,13 @@ class Setup:
 def setup(config: RunConfig) -> Setup:
     """Resolve the teacher, load and validate the data and tokenise it: every bad input fails here, before training."""
     # a misspelt term parameter fails here, not as a TypeError mid-training
-    check_recipe(config.recipe, layerdrop=config.train.layerdrop, unlabelled=config.data.labelled_examples is not None)
+    unlabelled = config.data.labelled_examples is not None or config.data.transfer is not None
+    check_recipe(config.recipe, layerdrop=config.train.layerdrop, unlabelled=unlabelled)
     check_student(config.student, layer_methods=layer_methods(config.recipe, layerdrop=config.train.layerdrop))
-    if config.data.labelled_examples is not None and config.augment.enabled:
-        raise fail("data.labelled_examples and augment.enabled=true together are not supported",
-                   "the unlabelled examples already are the transfer set: set augment.enabled=false")
+    if unlabelled and config.augment.enabled:
+        given = "data.labelled_examples" if config.data.labelled_examples is not None else "data.transfer"
+        raise fail(f"{given} and augment.enabled=true together are not supported",
+                   "the unlabelled examples already enlarge the transfer set: set augment.enabled=false")
     if config.compress.passes:
         check_deployable(task_named(config.data.task_type), "compress.passes")
         build_steps(config.compress.passes, config.compress.settings)  # and a bad pass setting, not after training
@@ -128,7 +130,7 @@ def setup(config: RunConfig) -> Setup:
     if config.augment.enabled:
         raise fail("augment.enabled=true with student.tokenizer is not supported: the augmented transfer set would be "
                    "drawn twice, once per tokenizer", "set augment.enabled=false, or drop student.tokenizer")
-    student_tokenizer = (word_tokenizer(example_texts(task.splits["train"]), tokenizer, config.student.words)
+    student_tokenizer = (word_tokenizer(example_texts(task.transfer_examples()), tokenizer, config.student.words)
                          if config.student.tokenizer == WORDS else load_tokenizer(config.student.tokenizer))
     return Setup(source, tokenizer, task, loaders, trained_labels, student_tokenizer, make_loaders(task, student_tokenizer, config))
 
@@ -140,15 +142,18 @@ def _trained_label_names(source: str) -> tuple[str, ...] | None:
 
 
 def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
-    def build(split: str, shuffle: bool) -> DataLoader:
-        rows = encode(task, split, tokenizer, config.data)
+    def build(split: str, shuffle: bool, data: TaskData = task) -> DataLoader:
+        rows = encode(data, split, tokenizer, config.data)
         size = config.train.batch_size if shuffle else config.train.eval_batch_size
         return loader(rows, tokenizer, batch_size=size, task=task.task, shuffle=shuffle, seed=config.train.seed)
 
     eval_split = "test" if "test" in task.splits else "dev" if "dev" in task.splits else "train"
     dev = build("dev", False) if "dev" in task.splits else None
-    transfer = build("train", True)
-    train = transfer if config.data.labelled_examples is None else build_labelled(task, tokenizer, config)
+    train = build("train", True)
+    with_unlabelled = replace(task, splits={**task.splits, "train": task.transfer_examples()})
+    transfer = build("train", True, with_unlabelled) if task.unlabelled else train
+    if config.data.labelled_examples is not None:
+        train = build_labelled(task, tokenizer, config)
     if config.augment.enabled and not task.task.augmentable():
         raise fail(f"augment.enabled=true does not work for the {task.task.name} task: replaced words would break its labels",
                    "set augment.enabled=false (augmentation is for sequence classification and regression)")

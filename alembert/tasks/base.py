@@ -37,6 +37,9 @@ class TokenOutputs:
     def pad(self, rows: list[Tensor], width: int) -> Tensor:
         return torch.stack([pad_to(row.unsqueeze(0), width, 0.0)[0] for row in rows])
 
+    def stand_in_label(self):
+        return None  # word tags and answer spans: an unlabelled text has no words or context to align
+
 
 def pad_to(batch: Tensor, width: int, value: float) -> Tensor:
     """`batch` ([rows, tokens, ...]) padded with `value` to `width` tokens."""
@@ -109,6 +112,11 @@ class Task:
         """Whether the model gives one output per text whatever its tokens, so that a teacher and a student with
         different tokenizers can be compared output to output (per-token and per-span outputs cannot)."""
         return True
+
+    def stand_in_label(self):
+        """The label an unlabelled example (data.transfer) carries, never read: such a transfer set takes soft
+        targets only. None where the task takes no unlabelled examples."""
+        return None
 
     def int8_logit_bound(self) -> float:
         """The coarse max |logit difference| an int8 graph may show before the export calls it broken."""

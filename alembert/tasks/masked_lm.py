@@ -12,7 +12,7 @@ as the vocabulary: metrics are masked-token accuracy and perplexity, agreement i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,12 +22,11 @@ from torch import Tensor
 from alembert import demo
 from alembert.errors import fail
 from alembert.masking import IGNORE, MaskedRows, masking_collate
-from alembert.tables import read_table
+from alembert.tables import read_texts
 from alembert.tasks import TASKS
 from alembert.tasks.base import TokenOutputs
 from alembert.tasks.classification import SequenceClassification
 
-TEXT_SUFFIXES = ("", ".txt", ".text")
 PREDICTED, GOLD_LOG_PROB = 0, 1  # the two numbers evaluation keeps per token
 
 
@@ -61,13 +60,7 @@ class MaskedLanguageModel(TokenOutputs, SequenceClassification):
 
     def read_file(self, path: Path, config) -> list[tuple]:
         """A text file, one sentence per line (blank lines skipped), or data.text_column of a .csv/.tsv/.jsonl."""
-        if path.suffix.lower() in TEXT_SUFFIXES:
-            if not path.is_file():
-                raise fail(f"corpus file {path} does not exist", "give a text file with one sentence per line")
-            lines = path.read_text(encoding=config.encoding).splitlines()
-            return [(line, None, None, f"{path} line {number}") for number, line in enumerate(lines, 1) if line.strip()]
-        # read_table checks a label column too: naming the text column twice reads the text alone, with its checks
-        return [(text, None, None) for text, _, _ in read_table(path, replace(config, label_column=config.text_column))]
+        return [(text, None, None, *where) for text, _, _, *where in read_texts(path, config, "corpus file")]
 
     def demo_rows(self, config) -> dict[str, list[tuple]]:
         return {split: [(r["sentence"], None, None) for r in rows] for split, rows in demo.generate(config).items()}

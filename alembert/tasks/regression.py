@@ -24,6 +24,9 @@ class SequenceRegression(Task):
     def head_kwargs(self, label_names: tuple[str, ...] | None) -> dict:
         return {"num_labels": 1, "problem_type": "regression"}
 
+    def stand_in_label(self):
+        return 0.0
+
     def parse_label(self, label, index: dict[str, int], where: str) -> float:
         try:
             value = float(label)
