@@ -150,8 +150,8 @@ def make_loaders(task: TaskData, tokenizer, config: RunConfig) -> Loaders:
     eval_split = "test" if "test" in task.splits else "dev" if "dev" in task.splits else "train"
     dev = build("dev", False) if "dev" in task.splits else None
     train = build("train", True)
-    with_unlabelled = replace(task, splits={**task.splits, "train": task.transfer_examples()})
-    transfer = build("train", True, with_unlabelled) if task.unlabelled else train
+    transfer = (build("train", True, replace(task, splits={**task.splits, "train": task.transfer_examples()}))
+                if task.unlabelled else train)
     if config.data.labelled_examples is not None:
         train = build_labelled(task, tokenizer, config)
     if config.augment.enabled and not task.task.augmentable():
