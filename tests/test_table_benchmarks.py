@@ -159,6 +159,21 @@ def test_the_recipes_table_composes_the_sst2_rows_it_shares_to_the_same_cache_ke
     assert all(other[row].key != recipes[row].key for row in recipes)
 
 
+def test_the_all_sentences_mode_has_its_own_rows_paired_against_same_size_baselines(tmp_path):
+    data = write_sst2(tmp_path / "data")
+    rows = composed_rows("sst2", f"data_dir={data}", "mode=all")
+    assert {row.spec.baseline for row in rows.values() if row.spec.kind == "distil" and row.config.student.kind == "transformer"} \
+        == {"no_kd_3l", "no_kd_2l"}
+    assert all(row.config.data.max_train_examples is None for row in rows.values())  # every training sentence
+    assert rows["tinybert_3l"].config.train.epochs == 1 and rows["kd_3l"].config.train.epochs == 2
+    for student, baseline in (("kd_3l", "no_kd_3l"), ("kd_2l", "no_kd_2l")):
+        assert rows[student].config.student.num_layers == rows[baseline].config.student.num_layers
+    raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sst2.yaml"))
+    bench = from_dict(BenchConfig, {**{k: v for k, v in raw.items() if k != "hydra"}, "mode": "all"})
+    assert "vs_baseline" in bench.active_columns and "vs_baseline" not in from_dict(BenchConfig, {
+        **{k: v for k, v in raw.items() if k != "hydra"}, "mode": "full"}).active_columns
+
+
 def test_the_demo_mode_needs_no_data_folder(tmp_path):
     rows = composed_rows("recipes", "mode=demo", f"data_dir={tmp_path / 'missing'}")
     assert {row.config.data.task for row in rows.values()} == {"demo"}

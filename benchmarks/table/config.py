@@ -41,6 +41,7 @@ class ModeConfig:
     throughput_runs: int = 10
     rows: tuple[RowSpec, ...] = ()  # the mode's own rows, in place of the benchmark's (e.g. sst2's labelled mode)
     onnx_variants: tuple[str, ...] | None = None  # None: the benchmark's
+    columns: tuple[str, ...] = ()  # the mode's own table columns (e.g. vs_baseline where its rows name baselines); empty: the benchmark's
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class BenchConfig:
     def active_variants(self) -> tuple[str, ...]:
         variants = self.settings.onnx_variants
         return self.onnx_variants if variants is None else variants
+
+    @property
+    def active_columns(self) -> tuple[str, ...]:
+        return self.settings.columns or self.columns
 
     @property
     def results_name(self) -> str:

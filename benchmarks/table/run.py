@@ -21,7 +21,7 @@ def run(bench: BenchConfig, rows: list[Row], work: Path, *, command: str) -> lis
     timing = Settings(runs=bench.settings.latency_runs, throughput_runs=bench.settings.throughput_runs, threads=bench.threads,
                       seq_len=bench.seq_len, throughput_batch=bench.throughput_batch)
     entries = measure_all(records, bench.active_variants, data, timing)
-    layout = Layout(bench.results_name, bench.settings.dataset, bench.columns or default_columns(data.metric), bench.threads,
+    layout = Layout(bench.results_name, bench.settings.dataset, bench.active_columns or default_columns(data.metric), bench.threads,
                     seq_len=bench.seq_len, throughput_batch=bench.throughput_batch, metric=data.metric, metric_label=bench.metric_label, notes=bench.settings.notes)
     path = write_results(entries, Path(bench.results_dir), layout, command=command)
     print(f"\n{markdown_table(table_rows(entries, data.metric), list(layout.columns))}\n\n"
