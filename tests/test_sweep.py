@@ -140,6 +140,9 @@ def test_tiny_sweep_end_to_end_pareto_table_plots_reproduction_and_resume(tiny_d
     row = saved["rows"][0]
     assert row["command"].startswith("python -m distill ") and f"kd.temperature={row['sampled']['kd.temperature']!r}" in row["command"]
     assert (out / "results.md").read_text().count("| `python -m distill ") == len(saved["rows"])
+    assert [row["trial"] for row in saved["completed"]] == sorted(
+        range(3), key=lambda n: (-study.trials[n].values[0], n))  # every trial, best dev accuracy first
+    assert ("## Every completed trial" in (out / "results.md").read_text()) == (len(pareto) < 3)
     assert row["params"] == row["figures"]["params"] > 0  # the student's parameter count, beside the sampled values
     rerun = tmp_path / "rerun"
     subprocess.run([sys.executable, "-m", "distill", *shlex.split(row["command"])[3:], f"hydra.run.dir={rerun}"],
@@ -213,3 +216,16 @@ def test_a_compressed_trial_is_measured_as_the_compressed_model(tiny_dir, tmp_pa
     assert figures["latency_ms"] == last["latency_ms"] and figures["dev_accuracy"] == last["metric"]
     assert "agreement" not in figures  # that figure described the student before compression
     assert 0.0 <= figures["accuracy"] <= 1.0 and "mcc" in figures  # the compressed model scored on the eval split
+
+
+@pytest.mark.parametrize("name", cli.sweep_names())
+def test_every_shipped_sweep_passes_the_checks_that_run_before_any_trial(name):
+    sweep = cli.load_sweep(cli.sweep_file(name), [], [])
+    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
+        base = cli.compose_plain(tuple(sweep.base_overrides))
+        trials = prepare(sweep, base, cli.compose_run)  # every choice and range end composes
+        if "recipe" in sweep.space:  # the recipe sweep's pkd choice adds the patient term to kd's two
+            config = cli.compose_run(tuple(sweep.base_overrides) + overrides_for({"recipe": "pkd", "kd.alpha": 0.25}, base))
+            assert [(t.name, t.weight) for t in config.recipe.stages[0].terms][:2] == [("hard", 0.25), ("kd", 0.75)]
+            assert config.recipe.stages[0].terms[2].name == "pkd"
+    assert {spec.key for spec in trials.space} == set(sweep.space)

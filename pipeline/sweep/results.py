@@ -49,13 +49,26 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.best_trials, key=lambda t: (sign * t.values[0], t.number))
 
 
+def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Every completed trial, best first by the first objective: the whole sweep, not only its winners."""
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+    return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: (sign * t.values[0], t.number))
+
+
+def trial_row(trial: FrozenTrial, sweep: SweepConfig) -> dict:
+    """A trial's objective values, the figures shown beside them, and what it sampled."""
+    row = {"trial": trial.number, **{spec.metric: value for spec, value in zip(sweep.objectives, trial.values)}}
+    figures = trial.user_attrs.get("figures", {})
+    row.update({key: figures[key] for key in SHOWN_FIGURES if key in figures and key not in row})
+    row["sampled"] = dict(trial.params)
+    return row
+
+
 def result_rows(study: optuna.Study, sweep: SweepConfig) -> list[dict]:
     rows = []
     for trial in best_trials(study):
-        row = {"trial": trial.number, **{spec.metric: value for spec, value in zip(sweep.objectives, trial.values)}}
+        row = trial_row(trial, sweep)
         figures = trial.user_attrs.get("figures", {})
-        row.update({key: figures[key] for key in SHOWN_FIGURES if key in figures and key not in row})
-        row["sampled"] = dict(trial.params)
         row["figures"] = figures
         row["trial_dir"] = trial.user_attrs.get("trial_dir")
         row["command"] = command(trial)
@@ -70,16 +83,23 @@ def save_results(study: optuna.Study, sweep: SweepConfig, out_dir: Path) -> str:
     kind = "best trial" if len(sweep.objectives) == 1 else "Pareto set"
     columns = ["trial", *(s.metric for s in sweep.objectives)]
     columns += [key for key in SHOWN_FIGURES if key not in columns and any(key in row for row in rows)]
-    shown = [{**row, "sampled": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["sampled"].items()),
-              "command": f"`{row['command']}`"} for row in rows]
+    shown = [{**row, "sampled": _sampled_text(row), "command": f"`{row['command']}`"} for row in rows]
     table = markdown_table(shown, columns + ["sampled", "command"]) if rows else "(no completed trial yet)"
+    every = [trial_row(trial, sweep) for trial in completed_trials(study)]
     summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
     text = f"# Sweep {sweep.study_name}: {kind}\n\nTrials: {summary}.\n\n{table}\n"
+    if len(every) > len(rows):
+        listed = [{**row, "sampled": _sampled_text(row)} for row in every]
+        text += f"\n## Every completed trial, best first\n\n{markdown_table(listed, columns + ['sampled'])}\n"
     atomic_write_text(out_dir / f"{TABLE}.md", text)
     atomic_write_text(out_dir / f"{TABLE}.json", json.dumps({"study": sweep.study_name, "kind": kind, "trials": counts,
                                                              "objectives": [vars(s) for s in sweep.objectives],
-                                                             "rows": rows}, indent=2) + "\n")
+                                                             "rows": rows, "completed": every}, indent=2) + "\n")
     return text
+
+
+def _sampled_text(row: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["sampled"].items())
 
 
 def _save_figure(axes, path: Path) -> None:
