@@ -55,6 +55,8 @@ def _main_error(path: Path, *args: str) -> str:
     ({"objectives": [{"metric": "onnx_latency_ms", "direction": "minimize"}]}, "needs the ONNX export of every trial"),
     ({"pruner": "median"}, "pruner=median needs a single objective"),
     ({"sampler": "grid"}, "sampler=grid is unknown"),
+    ({"enqueue": [{"kd.temperature": 2.0}]}, "does not name exactly the space's keys"),
+    ({"enqueue": [{"kd.temperature": 9.0, "student.num_layers": 1}]}, "enqueued kd.temperature=9.0 is outside the space"),
 ])
 def test_bad_sweep_settings_fail_before_any_trial(tiny_dir, tmp_path, changes, expected):
     message = _main_error(sweep_file(tmp_path, tiny_dir("bert"), **changes))
@@ -117,13 +119,15 @@ def test_space_samples_and_writes_overrides_that_compose_to_the_same_config():
 
 
 def test_tiny_sweep_end_to_end_pareto_table_plots_reproduction_and_resume(tiny_dir, tmp_path):
-    path = sweep_file(tmp_path, tiny_dir("bert"))
+    reference = {"kd.temperature": 4.0, "student.num_layers": 2}  # run first, and once, though the sweep resumes
+    path = sweep_file(tmp_path, tiny_dir("bert"), enqueue=[reference])
     sweep_cli(f"sweep={path}")
     out = tmp_path / "sweep"
     first = (out / "trial_0" / "summary.json").stat().st_mtime_ns
     result = sweep_cli(f"sweep={path}", "n_trials=3")  # the same command with a larger budget resumes
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'tiny.db'}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert study.trials[0].params == reference and all(t.params != reference for t in study.trials[1:])
     assert (out / "trial_0" / "summary.json").stat().st_mtime_ns == first  # finished trials are not run again
     assert sorted(p.name for p in out.glob("trial_*")) == ["trial_0", "trial_1", "trial_2"]
     assert "# Sweep tiny: Pareto set" in result.stdout

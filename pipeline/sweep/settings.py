@@ -69,6 +69,7 @@ class SweepConfig:
     heartbeat: HeartbeatSettings = HeartbeatSettings()
     max_failures: int = bounded(3, low=1)  # this many failed trials in a row stop the worker
     poll_s: float = bounded(5.0, above=0.0)  # how often a worker with nothing left to claim checks on the others' trials
+    enqueue: tuple[dict[str, Any], ...] = ()  # points of the space run first (e.g. today's defaults, as a reference)
 
     def __post_init__(self):
         if not self.objectives:

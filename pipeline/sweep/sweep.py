@@ -65,11 +65,26 @@ def dry_compose(space: tuple[ParamSpec, ...], base: dict, compose: Compose, base
 def prepare(sweep: SweepConfig, base: dict, compose: Compose) -> Trials:
     space = parse_space(sweep.space)
     check_keys(space, base, sweep.base_overrides)
+    check_enqueued(sweep.enqueue, space)
     check_objectives(tuple(s.metric for s in sweep.objectives), sweep.export.enabled)
     _pick(SAMPLERS, sweep.sampler, "sampler")
     prune = check_pruning(sweep)
     dry_compose(space, base, compose, sweep.base_overrides)
     return Trials(sweep, space, base, compose, out_dir_of(sweep).resolve(), prune)
+
+
+def check_enqueued(points: tuple[dict, ...], space: tuple[ParamSpec, ...]) -> None:
+    """An enqueued point names every space key, nothing else, and only values the space can sample."""
+    specs = {spec.key: spec for spec in space}
+    for point in points:
+        if set(point) != set(specs):
+            raise fail(f"enqueued point {point} does not name exactly the space's keys",
+                       f"give a value for each of {', '.join(specs)}")
+        for key, value in point.items():
+            spec = specs[key]
+            inside = value in spec.choices if spec.type == "categorical" else spec.low <= value <= spec.high
+            if not inside:
+                raise fail(f"enqueued {key}={value} is outside the space", "use a value the space entry can sample")
 
 
 def run_sweep(sweep: SweepConfig, base: dict, compose: Compose) -> optuna.Study:
@@ -85,6 +100,8 @@ def run_sweep(sweep: SweepConfig, base: dict, compose: Compose) -> optuna.Study:
             study = open_study(storage, url, sweep.study_name, tuple(s.metric for s in sweep.objectives),
                                tuple(s.direction for s in sweep.objectives), SAMPLERS[sweep.sampler](sweep.seed),
                                PRUNERS[sweep.pruner]())
+            for params in sweep.enqueue:  # under the lock, and skipped once in the study: each runs exactly once
+                study.enqueue_trial(params, skip_if_exists=True)
     except BaseException:
         if created:  # a storage that cannot be opened leaves no empty sweep folder behind
             shutil.rmtree(trials.out_dir, ignore_errors=True)
