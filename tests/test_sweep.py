@@ -57,6 +57,7 @@ def _main_error(path: Path, *args: str) -> str:
     ({"sampler": "grid"}, "sampler=grid is unknown"),
     ({"enqueue": [{"kd.temperature": 2.0}]}, "does not name exactly the space's keys"),
     ({"enqueue": [{"kd.temperature": 9.0, "student.num_layers": 1}]}, "enqueued kd.temperature=9.0 is outside the space"),
+    ({"enqueue": [{"kd.temperature": "warm", "student.num_layers": 1}]}, "enqueued kd.temperature=warm is outside the space"),
 ])
 def test_bad_sweep_settings_fail_before_any_trial(tiny_dir, tmp_path, changes, expected):
     message = _main_error(sweep_file(tmp_path, tiny_dir("bert"), **changes))

@@ -45,14 +45,17 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
         return []
     if len(study.directions) == 1:
         return [study.best_trial]
-    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
-    return sorted(study.best_trials, key=lambda t: (sign * t.values[0], t.number))
+    return _best_first(study, study.best_trials)
 
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Every completed trial, best first by the first objective: the whole sweep, not only its winners."""
+    return _best_first(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def _best_first(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
     sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
-    return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: (sign * t.values[0], t.number))
+    return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
 
 
 def trial_row(trial: FrozenTrial, sweep: SweepConfig) -> dict:

@@ -82,7 +82,8 @@ def check_enqueued(points: tuple[dict, ...], space: tuple[ParamSpec, ...]) -> No
                        f"give a value for each of {', '.join(specs)}")
         for key, value in point.items():
             spec = specs[key]
-            inside = value in spec.choices if spec.type == "categorical" else spec.low <= value <= spec.high
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            inside = value in spec.choices if spec.type == "categorical" else numeric and spec.low <= value <= spec.high
             if not inside:
                 raise fail(f"enqueued {key}={value} is outside the space", "use a value the space entry can sample")
 
